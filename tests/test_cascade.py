@@ -21,15 +21,9 @@ import pytest
 
 from routenlp.cascade import CascadeEngine, ConformalCalibrator, crc_threshold
 from routenlp.confidence import ConfidenceEstimator, fill_confidence
-from routenlp.core import load_config
 from routenlp.outcomes import load_outcomes, load_queries, validate_outcomes
 
 SUITE, TASK, SEEDS, ALPHA = 'routerbench', 'arc_challenge', range(5), 0.05
-
-
-@pytest.fixture(scope='module')
-def config(data_dir):
-    return load_config()
 
 
 @pytest.fixture(scope='module')

@@ -1,22 +1,13 @@
 """Acceptance counts of the enterprise-suite loaders on the real datasets (ROUTENLP_DATA_DIR; a missing data dir
 fails, it does not skip). Counts, ids and shapes only: no dataset text in assertions."""
 import dataclasses, re
-from pathlib import Path
 
 import pytest
 
-from routenlp.core import load_config
 from routenlp.data import (LOADERS, QUERY_COLUMNS, RISK_LABELS, TASK_REGISTRY, load_benchmark, load_task_queries,
                            read_json)
 
-ROOT = Path(__file__).resolve().parents[1]
 TASKS = sorted(TASK_REGISTRY)
-
-
-@pytest.fixture(scope='session')
-def config(data_dir):
-    "The project config pointed at the real data dir (`data_dir` fails with the DataDirError message when absent)."
-    return dataclasses.replace(load_config(ROOT / 'configs' / 'default.yaml'), data_dir=str(data_dir))
 
 
 def queries(task, config, split=None):

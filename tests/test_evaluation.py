@@ -9,16 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from routenlp.core import load_config
 from routenlp.evaluation import always_tier, evaluate_system, oracle, simulate_latency, tier_order
 from routenlp.outcomes import load_outcomes, validate_outcomes
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope='module')
-def config(data_dir):
-    return load_config(ROOT / 'configs' / 'default.yaml')
 
 
 @pytest.fixture(scope='module')

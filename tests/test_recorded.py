@@ -4,23 +4,15 @@ Tables are built once per session into conftest's temporary cache."""
 import csv
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from routenlp.core import load_config
 from routenlp.outcomes import (OUTCOME_COLUMNS, QUERY_COLUMNS, build_recorded, load_outcomes, load_queries,
                                manifest_of, validate_outcomes)
 from routenlp.recorded import RECORDED_TASKS, token_cost
 
-ROOT = Path(__file__).resolve().parents[1]
 TASKS = list(RECORDED_TASKS)
-
-
-@pytest.fixture(scope='module')
-def config(data_dir):
-    return load_config(ROOT / 'configs' / 'default.yaml')
 
 
 @pytest.fixture(scope='module')

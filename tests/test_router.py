@@ -20,11 +20,6 @@ GSM8K = [('routellm', 'gsm8k')]
 
 
 @pytest.fixture(scope='module')
-def config(data_dir):
-    return load_config(ROOT / 'configs' / 'default.yaml')
-
-
-@pytest.fixture(scope='module')
 def gsm8k(config):
     "Router data, embeddings, and a router trained and saved by train_router (seed 0) on RouteLLM GSM8K."
     data = load_router_data(GSM8K, 0, config)
