@@ -126,3 +126,31 @@ def test_replay_counts_every_called_tier(filled, config):
         assert r.acceptable == ok.loc[r.query_id, walked[-1]]
     assert out['latency_ms'].isna().all()                       # recorded: no latency until a model fills it
     assert out['cost_usd'].sum() < cost.sum(axis=1).sum()       # cheaper than calling every tier
+
+
+def test_aci_recovers_alpha_after_a_silent_model_swap(config, queries):
+    """The shift of nbs/93_shift (model swap), hashing features: T3 is calibrated with gpt-3.5-turbo-1106's ARC answers,
+    then serves claude-v2's recorded answers under the same tier name (queries outside the estimator's train split).
+    Static CRC overshoots alpha on the swapped stream; ACI started from the same threshold ends within 1 pp of alpha."""
+    from routenlp.cascade import AdaptiveCalibrator
+    from routenlp.core import rng
+    allm = load_outcomes(SUITE, TASK, seed=0, config=config, all_models=True)
+    source = allm[allm['tier'].notna()]
+    est = ConfidenceEstimator('hashing', seed=0, config=config).fit(source, queries)
+    source = source.assign(confidence=est.predict(source, queries))
+    swapped = allm[(allm['model'] == 'claude-v2') & (allm['split'] != 'train')].assign(tier='T3')
+    swapped = swapped.assign(confidence=est.predict(swapped, queries, cross_fit=False).to_numpy())
+    static = ConformalCalibrator(alpha=ALPHA, config=config).fit(source)
+    before = source[(source['tier'] == 'T3') & (source['split'] == 'test')]
+    g = rng(0, 'test-swap')
+    before, swapped = before.iloc[g.permutation(len(before))], swapped.iloc[g.permutation(len(swapped))]
+    conf = np.r_[before['confidence'].to_numpy(float), swapped['confidence'].to_numpy(float)]
+    ok = np.r_[before['acceptable'].to_numpy(bool), swapped['acceptable'].to_numpy(bool)]
+    n1, tau = len(before), static.threshold('T3', TASK)
+    static_after = ((conf[n1:] >= tau) & ~ok[n1:]).mean()
+    sim = AdaptiveCalibrator(alpha=ALPHA, gamma=0.02, initial=static, config=config).simulate('T3', TASK, conf, ok)
+    aci_after = sim['err'].to_numpy()[n1:].mean()
+    assert len(swapped) > 900 and ok[n1:].mean() < ok[:n1].mean() - 0.15      # the swap made T3 much worse
+    assert static_after > ALPHA + 0.03, static_after
+    assert abs(aci_after - ALPHA) <= 0.01, aci_after
+    assert sim['tau'].iloc[-1] > tau                                           # ACI escalates more after the swap
