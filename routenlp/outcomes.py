@@ -218,10 +218,12 @@ def load_outcomes(suite: str, task: str, seed: int | None = None, config: Config
 
 def load_queries(suite: str, task: str, seed: int | None = None, config: Config | None = None,
                  rebuild: bool = False, builders=None) -> pd.DataFrame:
-    "The queries table of a recorded suite's task (text, reference, meta as stored: JSON strings where structured)."
+    "The queries table of a (suite, task): text, reference, meta (JSON strings where structured); `seed` splits the pool."
     config = config or load_config()
-    if suite == 'enterprise':
-        raise ValueError("enterprise queries come from routenlp.data.load_benchmark (dataset text is never cached here)")
+    if suite == 'enterprise':   # read from the data dir every time: enterprise text is never cached or committed
+        from routenlp.data import load_benchmark
+        q = load_benchmark(task, 'all', seed=0 if seed is None else seed, config=config).queries
+        return q if seed is not None else q.assign(split=q['split'].where(q['split'] == 'test', 'pool'))
     path = build_recorded(suite, task, config, builders, rebuild)
     return _with_seed_split(validate_queries(pd.read_parquet(path.with_name(path.stem + '.queries.parquet'))), seed, config)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib, json, math, re, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,8 +19,8 @@ from .router import (DifficultyAwareRouter, RouterLoss, RouterSpec, normalised_c
                              task_key, tokenize)
 
 # %% auto #0
-__all__ = ['QUERY_SOURCES', 'WEIGHTS_FILE', 'REPORT_FILE', 'RouterData', 'tier_order', 'router_data', 'load_router_data',
-           'build_spec', 'validation_mask', 'training_embeddings', 'torch_threads', 'fit_router', 'evaluate_router',
+__all__ = ['WEIGHTS_FILE', 'REPORT_FILE', 'RouterData', 'tier_order', 'router_data', 'load_router_data', 'build_spec',
+           'validation_mask', 'training_embeddings', 'torch_threads', 'fit_router', 'evaluate_router',
            'router_decisions', 'router_dir', 'save_router', 'load_router', 'load_report', 'default_router_name',
            'train_router']
 
@@ -84,24 +84,14 @@ def router_data(outcomes: pd.DataFrame, queries: pd.DataFrame, tiers: Sequence[s
                       wide('acceptable').to_numpy(float), wide('cost_usd').to_numpy(float))
 
 # %% ../nbs/14_router_train.ipynb #de07b651
-def _recorded_queries(suite: str, task: str, seed: int, config: Config) -> pd.DataFrame:
-    from routenlp.outcomes import load_queries
-    return load_queries(suite, task, seed=seed, config=config)
-
-def _enterprise_queries(suite: str, task: str, seed: int, config: Config) -> pd.DataFrame:
-    from routenlp.data import load_benchmark
-    return load_benchmark(task, 'all', seed=seed, config=config).queries
-
-QUERY_SOURCES: dict[str, Callable] = {'enterprise': _enterprise_queries}  # any other suite: recorded
-
 def load_router_data(pairs, seed: int = 0, config: Config | None = None) -> RouterData:
     "Router rows of every (suite, task) in `pairs` for `seed` (tiers ordered by the pooled train-split costs)."
-    from routenlp.outcomes import load_outcomes
+    from routenlp.outcomes import load_outcomes, load_queries
     config = config or load_config()
     pairs = [tuple(p.split('/', 1)) if isinstance(p, str) else tuple(p) for p in pairs]
     if not pairs: raise ValueError("load_router_data needs at least one (suite, task)")
     outs = [load_outcomes(s, t, seed=seed, config=config) for s, t in pairs]
-    qs = [QUERY_SOURCES.get(s, _recorded_queries)(s, t, seed, config)[_KEYS + ['text']] for s, t in pairs]
+    qs = [load_queries(s, t, seed=seed, config=config)[_KEYS + ['text']] for s, t in pairs]
     return router_data(pd.concat(outs, ignore_index=True), pd.concat(qs, ignore_index=True))
 
 # %% ../nbs/14_router_train.ipynb #216972cf

@@ -134,3 +134,16 @@ def test_bad_names(config):
     with pytest.raises(KeyError, match='known: cs-intent'):
         load_benchmark('cs-chat', config=config)
     assert set(LOADERS) == set(TASK_REGISTRY)
+
+
+def test_enterprise_queries_through_load_queries(config):
+    "outcomes.load_queries reads enterprise text from the data dir with the same splits as load_benchmark and the outcome tables."
+    from routenlp.outcomes import load_outcomes, load_queries
+    q = load_queries('enterprise', 'legal-risk', seed=2, config=config)
+    ref = load_benchmark('legal-risk', 'all', 2, config).queries
+    assert q[['query_id', 'split']].equals(ref[['query_id', 'split']]) and set(q['suite']) == {'enterprise'}
+    o = load_outcomes('enterprise', 'legal-risk', seed=2, config=config)
+    split_of = dict(zip(q['query_id'], q['split']))
+    assert (o['query_id'].map(split_of) == o['split']).all()     # the committed table's rows re-split identically
+    unsplit = load_queries('enterprise', 'legal-risk', config=config)
+    assert set(unsplit['split']) == {'test', 'pool'} and (unsplit['split'] == 'test').sum() == (q['split'] == 'test').sum()
