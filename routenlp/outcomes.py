@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib, importlib, inspect, json, math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,7 +19,7 @@ from .core import Config, cache_dir, load_config, pool_split, project_root, prov
 __all__ = ['OUTCOME_COLUMNS', 'QUERY_COLUMNS', 'SPLITS', 'LATENCY_SOURCES', 'SOURCES', 'ENTERPRISE_OUTCOMES_DIR',
            'OutcomeSchemaError', 'encode_value', 'decode_value', 'validate_outcomes', 'validate_queries', 'file_sha256',
            'manifest_path', 'write_outcomes', 'read_outcomes', 'RecordedBuild', 'outcome_table_path', 'build_recorded',
-           'load_outcomes', 'load_queries', 'manifest_of']
+           'load_outcomes', 'load_queries', 'manifest_of', 'complete_queries']
 
 # %% ../nbs/03_outcomes.ipynb #60a54f08
 OUTCOME_COLUMNS = {
@@ -233,3 +233,15 @@ def manifest_of(suite: str, task: str, config: Config | None = None, builders=No
     path = (outcome_table_path(suite, task, config) if suite == 'enterprise'
             else build_recorded(suite, task, config, builders))
     return json.loads(manifest_path(path).read_text())
+
+# %% ../nbs/03_outcomes.ipynb #f3f5faeb
+def complete_queries(outcomes: pd.DataFrame, tiers: Sequence[str] | None = None) -> tuple[pd.DataFrame, int]:
+    "(rows of the (task, query_id)s that every tier in `tiers` (default: all in the table) answered, number of queries dropped)."
+    tiers = sorted(set(outcomes['tier'].dropna())) if tiers is None else list(tiers)
+    if not tiers: raise ValueError("the outcome table has no tier rows")
+    mine = outcomes[outcomes['tier'].isin(tiers)]
+    answered = mine.groupby(['task', 'query_id'])['tier'].nunique()
+    keep = answered.index[answered == len(tiers)]
+    rows = mine[pd.MultiIndex.from_frame(mine[['task', 'query_id']]).isin(keep)].reset_index(drop=True)
+    every = outcomes[['task', 'query_id']].drop_duplicates()
+    return rows, len(every) - len(keep)
