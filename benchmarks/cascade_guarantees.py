@@ -25,26 +25,10 @@ import argparse, time
 import numpy as np
 import pandas as pd
 
-from routenlp.cascade import CascadeEngine, ConformalCalibrator, crc_threshold, natural_tiers
+from routenlp.cascade import CascadeEngine, ConformalCalibrator, natural_tiers
 from routenlp.confidence import fill_confidence, score_confidence
 from routenlp.core import load_config, provenance, provenance_line
 from routenlp.outcomes import load_outcomes, load_queries
-
-
-def resplit_risks(table, alpha, draws, seed):
-    "Mean realised joint risk of CRC over random re-splits of the calibration + test rows (exchangeable by design)."
-    held = table[table['split'] != 'train']
-    g, rows = np.random.default_rng([seed, 7]), []
-    for tier, cell in held.groupby('tier'):
-        c, bad = cell['confidence'].to_numpy(float), ~cell['acceptable'].to_numpy(bool)
-        n_cal = int((cell['split'] == 'calibration').sum())
-        risks = []
-        for _ in range(draws):
-            p = g.permutation(len(c))
-            tau = crc_threshold(c[p[:n_cal]], bad[p[:n_cal]], alpha).tau
-            risks.append(np.mean((c[p[n_cal:]] >= tau) & bad[p[n_cal:]]))
-        rows.append({'tier': tier, 'n_cal': n_cal, 'resplit_risk': np.mean(risks), 'resplit_sd': np.std(risks)})
-    return pd.DataFrame(rows)
 
 
 def run(pairs, seeds, alphas, features, config, draws):
@@ -66,8 +50,8 @@ def run(pairs, seeds, alphas, features, config, draws):
                     ev = cal.evaluate(table).merge(cal.report()[['tier', 'task', 'tau', 'n']], on=['tier', 'task'])
                     risks.append(ev.assign(suite=suite, seed=seed, method=method, alpha=alpha))
                     if method == 'crc':
-                        last = resplit_risks(table, alpha, draws, seed) if draws else pd.DataFrame()
-                        resplit.append(last.assign(suite=suite, task=task, seed=seed, alpha=alpha))
+                        if draws:   # ConformalCalibrator.resplit: the same re-split check as nbs/92_coverage
+                            resplit.append(cal.resplit(table, draws, seed).assign(suite=suite, seed=seed))
                         top = table[(table['split'] == 'test') & (table['tier'] == tiers[-1])]
                         for per_tier in ('alpha', 'alpha/(K-1)'):
                             a = alpha if per_tier == 'alpha' else alpha / max(1, len(tiers) - 1)
@@ -80,7 +64,8 @@ def run(pairs, seeds, alphas, features, config, draws):
                                             'cost_vs_last': out['cost_usd'].sum() / top['cost_usd'].sum(),
                                             'last_acceptable': top['acceptable'].mean()})
             print(f'# done {suite}/{task} seed {seed} (confidence fit {fit_s:.1f}s)', flush=True)
-    return pd.concat(scores), pd.concat(risks), pd.DataFrame(timing), pd.DataFrame(cascade), pd.concat(resplit)
+    return (pd.concat(scores), pd.concat(risks), pd.DataFrame(timing), pd.DataFrame(cascade),
+            pd.concat(resplit) if resplit else pd.DataFrame())
 
 
 def pm(x: pd.Series) -> str:
@@ -139,7 +124,7 @@ def main(argv=None):
         rs = resplit.merge(r[r['method'] == 'crc'].groupby(['suite', 'task', 'tier', 'alpha'])['joint_risk'].mean()
                            .rename('fixed_test_risk').reset_index(), on=['suite', 'task', 'tier', 'alpha'])
         rs = rs.groupby(['alpha', 'suite', 'task', 'tier']).agg(
-            n_cal=('n_cal', 'first'), resplit_risk=('resplit_risk', 'mean'), resplit_sd=('resplit_sd', 'mean'),
+            n_cal=('n_cal', 'first'), resplit_risk=('joint_risk', 'mean'), resplit_se=('joint_risk_se', 'mean'),
             fixed_test_risk=('fixed_test_risk', 'first'))
         rs['bound'] = rs.index.get_level_values('alpha') + 1 / (rs['n_cal'] + 1)
         print(rs.round(4).to_markdown())

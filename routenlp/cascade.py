@@ -173,6 +173,42 @@ class ConformalCalibrator:
         cols = ['tier', 'task', 'method', 'alpha', 'n', 'tau', 'risk', 'accept_rate', 'bound', 'status', 'reason']
         return pd.DataFrame(rows, columns=cols)
 
+    def resplit(self, outcomes: pd.DataFrame, draws: int = 200, seed: int = 0, splits=('calibration', 'test'),
+                reference_split: str = 'train') -> pd.DataFrame:
+        "Realised risks of this calibrator's method over `draws` random re-splits of each cell's calibration + test rows."
+        if not self.tiers: raise ValueError("fit the calibrator first: resplit reuses its tiers and settings")
+        if draws < 1: raise ValueError(f"draws must be >= 1, got {draws}")
+        held = outcomes[outcomes['split'].isin(splits)]
+        ref = outcomes[outcomes['split'] == reference_split]
+        ref = {k: g['confidence'].to_numpy(float) for k, g in ref.groupby(['tier', 'task'])}
+        g, fit_cell, rows = rng(seed, 'resplit'), CALIBRATION_METHODS[self.method], []
+        for (tier, task), cell in held.groupby(['tier', 'task'], sort=True):
+            if tier == self.tiers[-1]: continue
+            c, bad = cell['confidence'].to_numpy(float), ~cell['acceptable'].to_numpy(bool)
+            n_cal = int((cell['split'] == splits[0]).sum())
+            row = {'tier': tier, 'task': task, 'method': self.method, 'alpha': self.alpha, 'n_cal': n_cal,
+                   'n_test': len(c) - n_cal, 'draws': 0}
+            if n_cal < self.min_calibration or n_cal == len(c):
+                rows.append({**row, 'status': 'too few points'}); continue
+            joint, cond, ok = np.empty(draws), [], 0
+            for i in range(draws):
+                p = g.permutation(len(c))
+                res = fit_cell(self, c[p[:n_cal]], bad[p[:n_cal]], ref.get((tier, task), np.array([])))
+                acc, u = c[p[n_cal:]] >= res.tau, bad[p[n_cal:]]
+                joint[i] = np.mean(acc & u)
+                if res.status == 'ok':
+                    ok += 1
+                    cond.append((acc & u).sum() / acc.sum() if acc.any() else 0.0)
+            cond = np.array(cond)
+            rows.append({**row, 'draws': draws, 'status': 'ok', 'joint_risk': joint.mean(),
+                         'joint_risk_se': joint.std(ddof=1) / math.sqrt(draws) if draws > 1 else math.nan,
+                         'certified_share': ok / draws,
+                         'conditional_risk': cond.mean() if len(cond) else math.nan,
+                         'conditional_within_alpha': (cond <= self.alpha).mean() if len(cond) else math.nan})
+        cols = ['tier', 'task', 'method', 'alpha', 'n_cal', 'n_test', 'draws', 'status', 'joint_risk', 'joint_risk_se',
+                'certified_share', 'conditional_risk', 'conditional_within_alpha']
+        return pd.DataFrame(rows).reindex(columns=cols)
+
     def evaluate(self, outcomes: pd.DataFrame, split: str = 'test') -> pd.DataFrame:
         "Realised risks of the fitted thresholds on `split` rows: joint P(accept and bad), conditional P(bad | accept)."
         rows = []
