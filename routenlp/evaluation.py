@@ -311,10 +311,11 @@ def operating_curve(systems: Mapping, outcomes: pd.DataFrame, top_tier: str | No
     return pd.DataFrame.from_dict(rows, orient='index').rename_axis('knob')
 
 def curve_summary(curve: pd.DataFrame, levels: Sequence[float] = (0.5, 0.8, 0.95)) -> dict:
-    "APGR and CPT over `top_share`, AIQ over `cost_per_query` on [Always-weak, Always-top] cost, of an operating curve."
+    "APGR and CPT over `top_share` (NaN when every point has the same share), AIQ over `cost_per_query`, of an operating curve."
     qw, qt = curve['q_weak'].iloc[0], curve['q_top'].iloc[0]
-    out = {'apgr': apgr(curve, qw, qt, x='top_share')}
-    out.update({f'cpt{round(l * 100)}': cpt(curve, l, qw, qt, x='top_share') for l in levels})
+    flat = curve['top_share'].nunique() < 2      # no area to integrate over: the knob never changed the top-tier share
+    out = {'apgr': math.nan if flat else apgr(curve, qw, qt, x='top_share')}
+    out.update({f'cpt{round(l * 100)}': math.nan if flat else cpt(curve, l, qw, qt, x='top_share') for l in levels})
     out['aiq'] = aiq(curve, (curve['cost_weak_per_query'].iloc[0], curve['cost_top_per_query'].iloc[0]),
                      x='cost_per_query')
     return out
