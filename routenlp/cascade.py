@@ -204,7 +204,8 @@ class ConformalCalibrator:
                          'joint_risk_se': joint.std(ddof=1) / math.sqrt(draws) if draws > 1 else math.nan,
                          'certified_share': ok / draws,
                          'conditional_risk': cond.mean() if len(cond) else math.nan,
-                         'conditional_within_alpha': (cond <= self.alpha).mean() if len(cond) else math.nan})
+                         # an uncertified draw accepts nothing: its conditional risk is 0, within alpha (LTT's event)
+                         'conditional_within_alpha': ((cond <= self.alpha).sum() + draws - ok) / draws})
         cols = ['tier', 'task', 'method', 'alpha', 'n_cal', 'n_test', 'draws', 'status', 'joint_risk', 'joint_risk_se',
                 'certified_share', 'conditional_risk', 'conditional_within_alpha']
         return pd.DataFrame(rows).reindex(columns=cols)
