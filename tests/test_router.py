@@ -114,3 +114,32 @@ def test_finetune_path_runs_and_round_trips(config, tmp_path):
     back = load_router(save_router(router, tmp_path / 'ft'))
     np.testing.assert_allclose(back.predict_proba(texts[:4], ['toy/t'] * 4), router.predict_proba(texts[:4], ['toy/t'] * 4),
                                atol=1e-6)
+
+
+def test_router_start_tiers_drive_the_cascade(gsm8k, config):
+    "Router + CRC cascade on GSM8K's test split (nbs/94_frontier's router + cascade system), hashing confidence."
+    from routenlp.cascade import CascadeEngine, ConformalCalibrator
+    from routenlp.confidence import fill_confidence
+    from routenlp.outcomes import load_queries
+    from routenlp.router_train import router_decisions
+    data, emb, router, _ = gsm8k
+    o = fill_confidence(load_outcomes('routellm', 'gsm8k', seed=0, config=config),
+                        load_queries('routellm', 'gsm8k', config=config), 0, config, features='hashing')
+    test = o[o['split'] == 'test']
+    engine = CascadeEngine(['T1', 'T2'], ConformalCalibrator(alpha=0.05, config=config).fit(o), config)
+    plain = engine.replay(test).set_index('query_id')
+    ev, outs = config.evaluation, {}
+    for lam, expect in ((100.0, {'T1'}), (0.0, {'T2'}), (0.3, None)):
+        dec = router_decisions(router, data, 'test', emb, policy='utility', lam=lam)
+        starts = dict(zip(dec['query_id'], dec['start_tier']))
+        out = outs[lam] = engine.replay(test, start_tiers=starts).set_index('query_id')
+        assert len(out) == test['query_id'].nunique() and (out['start_tier'] == pd.Series(starts)).all()
+        if expect is not None: assert set(out['start_tier']) == expect, (lam, set(out['start_tier']))
+        at_t2 = out['start_tier'] == 'T2'
+        assert (out.loc[at_t2, 'tiers_called'].map(tuple) == ('T2',)).all()          # a T2 start never calls T1
+        same = out.index[~at_t2]                                                     # a T1 start walks as before
+        assert (out.loc[same, 'final_tier'] == plain.loc[same, 'final_tier']).all()
+        np.testing.assert_allclose(out.loc[same, 'cost_usd'], plain.loc[same, 'cost_usd'] + ev.router_cost_usd)
+    top = test[test['tier'] == 'T2']['cost_usd'].sum()
+    mixed = outs[0.3]
+    assert 0 < (mixed['start_tier'] == 'T2').mean() < 1 and mixed['cost_usd'].sum() < top   # routes some, cheaper than GPT-4
