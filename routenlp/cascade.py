@@ -109,6 +109,11 @@ def natural_tiers(names) -> list[str]:
     "Tier names in natural order (T2 before T10)."
     return sorted(set(names), key=lambda s: [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', str(s))])
 
+def _reference_scores(outcomes: pd.DataFrame, split: str) -> dict:
+    "{(tier, task): confidences of the `split` rows} — the scores LTT's threshold grid is drawn from."
+    ref = outcomes[outcomes['split'] == split]
+    return {k: g['confidence'].to_numpy(float) for k, g in ref.groupby(['tier', 'task'])}
+
 class ConformalCalibrator:
     "Conformal thresholds per (tier, task) from an outcome table's calibration rows (CRC or LTT)."
     def __init__(self, alpha: float | None = None, delta: float | None = None, method: str | None = None,
@@ -141,22 +146,22 @@ class ConformalCalibrator:
             raise ValueError(f"{int(cal['confidence'].isna().sum())} {split} row(s) have no confidence (first: tier "
                              f"{r['tier']}, task {r['task']}, query {r['query_id']!r}); fill it first "
                              f"(routenlp.confidence.fill_confidence)")
-        ref = outcomes[outcomes['split'] == reference_split]
-        ref = {k: g['confidence'].to_numpy(float) for k, g in ref.groupby(['tier', 'task'])}
-        fit_cell = CALIBRATION_METHODS[self.method]
+        ref = _reference_scores(outcomes, reference_split)
         self.results = {}
         for (tier, task), rows in cal.groupby(['tier', 'task'], sort=True):
             conf, bad = rows['confidence'].to_numpy(float), ~rows['acceptable'].to_numpy(bool)
-            if tier == self.tiers[-1]:
-                res = CellResult(0.0, len(rows), float(bad.mean()), 1.0, math.nan, 'last tier',
-                                 'always answers: its unacceptable rate is not controlled by a threshold')
-            elif len(rows) < self.min_calibration:
-                res = _escalate_all(len(rows), 'too few points',
-                                    f'n = {len(rows)} < min_calibration = {self.min_calibration}: escalates everything')
-            else:
-                res = fit_cell(self, conf, bad, ref.get((tier, task), np.array([])))
-            self.results[(tier, task)] = res
+            self.results[(tier, task)] = self._fit_cell(tier, conf, bad, ref.get((tier, task), np.array([])))
         return self
+
+    def _fit_cell(self, tier: str, conf, bad, reference) -> CellResult:
+        "One cell: the last tier always answers, a small cell escalates everything, any other gets the method's tau."
+        if tier == self.tiers[-1]:
+            return CellResult(0.0, len(conf), float(bad.mean()), 1.0, math.nan, 'last tier',
+                              'always answers: its unacceptable rate is not controlled by a threshold')
+        if len(conf) < self.min_calibration:
+            return _escalate_all(len(conf), 'too few points',
+                                 f'n = {len(conf)} < min_calibration = {self.min_calibration}: escalates everything')
+        return CALIBRATION_METHODS[self.method](self, conf, bad, reference)
 
     def threshold(self, tier: str, task: str) -> float:
         "tau of a (tier, task); +inf (escalate everything) for a cell never calibrated."
@@ -179,9 +184,8 @@ class ConformalCalibrator:
         if not self.tiers: raise ValueError("fit the calibrator first: resplit reuses its tiers and settings")
         if draws < 1: raise ValueError(f"draws must be >= 1, got {draws}")
         held = outcomes[outcomes['split'].isin(splits)]
-        ref = outcomes[outcomes['split'] == reference_split]
-        ref = {k: g['confidence'].to_numpy(float) for k, g in ref.groupby(['tier', 'task'])}
-        g, fit_cell, rows = rng(seed, 'resplit'), CALIBRATION_METHODS[self.method], []
+        ref = _reference_scores(outcomes, reference_split)
+        g, rows = rng(seed, 'resplit'), []
         for (tier, task), cell in held.groupby(['tier', 'task'], sort=True):
             if tier == self.tiers[-1]: continue
             c, bad = cell['confidence'].to_numpy(float), ~cell['acceptable'].to_numpy(bool)
@@ -193,7 +197,7 @@ class ConformalCalibrator:
             joint, cond, ok = np.empty(draws), [], 0
             for i in range(draws):
                 p = g.permutation(len(c))
-                res = fit_cell(self, c[p[:n_cal]], bad[p[:n_cal]], ref.get((tier, task), np.array([])))
+                res = self._fit_cell(tier, c[p[:n_cal]], bad[p[:n_cal]], ref.get((tier, task), np.array([])))
                 acc, u = c[p[n_cal:]] >= res.tau, bad[p[n_cal:]]
                 joint[i] = np.mean(acc & u)
                 if res.status == 'ok':
