@@ -2,6 +2,7 @@
 it beats the constant predictor on RouteLLM GSM8K, training is reproducible per seed, the ONNX graph matches torch,
 routing and unknown tasks behave, the fine-tuning path runs, and router data come from the train split only.
 Everything is built into conftest's per-session cache (outcome tables, embeddings, routers)."""
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -126,9 +127,11 @@ def test_router_start_tiers_drive_the_cascade(gsm8k, config):
     o = fill_confidence(load_outcomes('routellm', 'gsm8k', seed=0, config=config),
                         load_queries('routellm', 'gsm8k', config=config), 0, config, features='hashing')
     test = o[o['split'] == 'test']
-    engine = CascadeEngine(['T1', 'T2'], ConformalCalibrator(alpha=0.05, config=config).fit(o), config)
+    # a router that costs something, so the cost assertion below can tell whether it is billed
+    priced = dataclasses.replace(config, evaluation=dataclasses.replace(config.evaluation, router_cost_usd=1e-4))
+    engine = CascadeEngine(['T1', 'T2'], ConformalCalibrator(alpha=0.05, config=config).fit(o), priced)
     plain = engine.replay(test).set_index('query_id')
-    ev, outs = config.evaluation, {}
+    ev, outs = priced.evaluation, {}
     for lam, expect in ((100.0, {'T1'}), (0.0, {'T2'}), (0.3, None)):
         dec = router_decisions(router, data, 'test', emb, policy='utility', lam=lam)
         starts = dict(zip(dec['query_id'], dec['start_tier']))
