@@ -28,7 +28,7 @@ import pandas as pd
 from routenlp.cascade import CascadeEngine, ConformalCalibrator, natural_tiers
 from routenlp.confidence import fill_confidence, score_confidence
 from routenlp.core import load_config, provenance, provenance_line
-from routenlp.outcomes import load_outcomes, load_queries
+from routenlp.suites import load_outcomes, load_queries
 
 
 def run(pairs, seeds, alphas, features, config, draws):

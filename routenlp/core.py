@@ -14,19 +14,27 @@ import numpy as np
 import yaml
 
 # %% auto #0
-__all__ = ['DEFAULT_CONFIG_PATH', 'DATA_ENV_VAR', 'CACHE_ENV_VAR', 'EXPECTED_DATA_FOLDERS', 'project_root', 'SplitConfig',
-           'MetricsConfig', 'SuiteConfig', 'Price', 'TierConfig', 'PortfolioConfig', 'RouterConfig', 'CascadeConfig',
-           'LatencyModel', 'EvaluationConfig', 'Config', 'ConfigError', 'load_config', 'DataDirError',
-           'resolve_data_dir', 'data_path', 'cache_dir', 'seed_everything', 'stable_hash', 'rng', 'hash_test_split',
-           'fixed_subsample', 'pool_split', 'config_hash', 'git_revision', 'provenance', 'provenance_line']
+__all__ = ['DEFAULT_CONFIG_PATH', 'CONFIG_ENV_VAR', 'CONFIG_CHECKS', 'DATA_ENV_VAR', 'CACHE_ENV_VAR', 'EXPECTED_DATA_FOLDERS',
+           'project_root', 'SplitConfig', 'MetricsConfig', 'SuiteConfig', 'Price', 'TierConfig', 'PortfolioConfig',
+           'RouterConfig', 'CascadeConfig', 'LatencyModel', 'EvaluationConfig', 'Config', 'ConfigError', 'Registry',
+           'config_check', 'validate_config', 'load_config', 'DataDirError', 'resolve_data_dir', 'data_path',
+           'cache_dir', 'seed_everything', 'file_sha256', 'stable_hash', 'rng', 'hash_test_split', 'fixed_subsample',
+           'pool_split', 'config_hash', 'git_revision', 'provenance', 'provenance_line']
 
 # %% ../nbs/00_core.ipynb #0b5eaf46
-def project_root(start: Path | str | None = None) -> Path:
-    "Nearest folder at or above `start` (default: cwd) holding `settings.ini`; `start` itself when none does."
-    start = Path(start or Path.cwd()).resolve()
+def _settings_root(start: Path) -> Path | None:
     for folder in (start, *start.parents):
         if (folder / 'settings.ini').exists(): return folder
-    return start
+    return None
+
+def project_root(start: Path | str | None = None) -> Path:
+    "Nearest folder at or above `start` holding `settings.ini`; with no `start`, from the cwd, else this package's checkout."
+    if start is not None:
+        start = Path(start).resolve()
+        return _settings_root(start) or start
+    import routenlp
+    return (_settings_root(Path.cwd().resolve()) or _settings_root(Path(routenlp.__file__).resolve().parent)
+            or Path.cwd().resolve())
 
 # %% ../nbs/00_core.ipynb #e296403a
 @dataclass
@@ -53,6 +61,7 @@ class SuiteConfig:
     "A recorded suite: which of its tasks to load and the tier -> model mapping, cheapest tier first."
     tasks: list[str] = field(default_factory=list)
     tiers: dict[str, str] = field(default_factory=dict)
+    task_specs: dict[str, dict] = field(default_factory=dict)  # task -> spec fields to override (acceptance_threshold...)
 
 @dataclass
 class Price:
@@ -212,8 +221,27 @@ def _from_mapping(cls, mapping, where: str = ''):
                           f"(known keys here: {', '.join(sorted(known))})")
     return cls(**{k: _coerce(v, hints[k], (where + '.' if where else '') + k) for k, v in mapping.items()})
 
+# %% ../nbs/00_core.ipynb #c0ffee01
+class Registry(dict):
+    "A name -> object dict whose `KeyError` for an unknown name lists the known ones."
+    def __init__(self, kind: str, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kind = kind
+
+    def __missing__(self, key):
+        raise KeyError(f"unknown {self.kind} {key!r}; known: {', '.join(sorted(map(str, self)))}")
+
+    def register(self, name: str):
+        "Decorator: `@REG.register('name')` adds the decorated object under `name`."
+        def add(obj):
+            self[name] = obj
+            return obj
+        return add
+
 # %% ../nbs/00_core.ipynb #fad5f33e
 DEFAULT_CONFIG_PATH = Path('configs') / 'default.yaml'
+CONFIG_ENV_VAR = 'ROUTENLP_CONFIG'
+CONFIG_CHECKS = Registry('config check')
 
 def _validate(cfg: Config) -> Config:
     s = cfg.splits
@@ -231,23 +259,32 @@ def _validate(cfg: Config) -> Config:
         if not tier.name: raise ConfigError(f"config entry `{where}.name` is empty")
         if names.count(tier.name) > 1: raise ConfigError(f"config entry `{where}.name`: tier {tier.name!r} appears twice")
         if not tier.price_per_1k >= 0: raise ConfigError(f"config entry `{where}.price_per_1k` must be >= 0, got {tier.price_per_1k}")
-        if tier.kind not in ('onnx', 'openai'): raise ConfigError(f"config entry `{where}.kind`: {tier.kind!r} is not 'onnx' or 'openai'")
-        if tier.label_mode not in ('free', 'grammar', 'logprob'):
-            raise ConfigError(f"config entry `{where}.label_mode`: {tier.label_mode!r} is not 'free', 'grammar' or 'logprob'")
-        if tier.logprobs not in ('all', 'short', 'none'):
-            raise ConfigError(f"config entry `{where}.logprobs`: {tier.logprobs!r} is not 'all', 'short' or 'none'")
     c = cfg.cascade
     if not 0 < c.alpha < 1 or not 0 < c.delta < 1: raise ConfigError("config entries `cascade.alpha` / `cascade.delta` must be in (0, 1)")
-    if c.method not in ('crc', 'ltt'): raise ConfigError(f"config entry `cascade.method`: {c.method!r} is not 'crc' or 'ltt'")
-    if cfg.router.policy not in ('threshold', 'utility'):
-        raise ConfigError(f"config entry `router.policy`: {cfg.router.policy!r} is not 'threshold' or 'utility'")
+    p = cfg.portfolio
+    if s.max_pool is not None and (p.collect_max_pool is None or p.collect_max_pool > s.max_pool):
+        raise ConfigError(f"config entry `portfolio.collect_max_pool` ({p.collect_max_pool}) exceeds `splits.max_pool` "
+                          f"({s.max_pool}): collection would reach the held-out slice T1's heads train on and put it "
+                          f"into calibration; set it <= splits.max_pool")
+    for check in CONFIG_CHECKS.values(): check(cfg)
     return cfg
 
+def config_check(name: str):
+    "Decorator: register `fn(cfg)` (raising `ConfigError`) to run in every `load_config`."
+    return CONFIG_CHECKS.register(name)
+
+def validate_config(cfg: Config) -> Config:
+    "Run every value check and every registered registry check on `cfg` (for configs built in code)."
+    return _validate(cfg)
+
 def load_config(path: Path | str | None = None) -> Config:
-    "Typed `Config` from YAML (default: `configs/default.yaml` under the project root; defaults if absent)."
+    "Typed `Config` from YAML: `path`, else $ROUTENLP_CONFIG, else `configs/default.yaml` of the project root."
+    if path is None and os.environ.get(CONFIG_ENV_VAR): path = os.environ[CONFIG_ENV_VAR]
     if path is None:
         path = project_root() / DEFAULT_CONFIG_PATH
-        if not path.exists(): return _validate(Config())
+        if not path.exists():
+            raise FileNotFoundError(f"no RouteNLP config: looked for {path} (the project root is the folder holding "
+                                    f"settings.ini at or above {Path.cwd()}); pass a path or set {CONFIG_ENV_VAR}")
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"config file not found: {path}")
     try: raw = yaml.safe_load(path.read_text()) or {}
@@ -302,6 +339,13 @@ def seed_everything(seed: int) -> None:
     except ImportError:
         pass
 
+def file_sha256(path: Path | str, chunk: int = 1 << 20) -> str:
+    "sha256 of a file's bytes (the one copy: model files, data files, heads, tables)."
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        while block := f.read(chunk): h.update(block)
+    return h.hexdigest()
+
 def stable_hash(*parts) -> int:
     "A 64-bit hash of `parts` that is the same in every process (unlike `hash`)."
     digest = hashlib.sha256('\x1f'.join(map(str, parts)).encode()).digest()
@@ -341,21 +385,24 @@ def config_hash(config: Config) -> str:
     blob = json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
-def git_revision(root: Path | None = None) -> tuple[str, bool]:
-    "(commit sha or 'unknown', tree has uncommitted changes)."
+def git_revision(root: Path | None = None, ignore: typing.Sequence = ()) -> tuple[str, bool]:
+    "(commit sha or 'unknown', tree has uncommitted changes outside the paths in `ignore`)."
     root = root or project_root()
+    inside = [Path(p).resolve() for p in ignore if Path(p).resolve().is_relative_to(root.resolve())]
+    exclude = [f':(exclude){p.relative_to(root.resolve())}' for p in inside]   # files outside the tree cannot dirty it
     try:
         sha = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=root,
-                                    capture_output=True, text=True, check=True).stdout.strip())
+        dirty = bool(subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no', '--', '.', *exclude],
+                                    cwd=root, capture_output=True, text=True, check=True).stdout.strip())
         return sha, dirty
-    except (OSError, subprocess.CalledProcessError):
+    except (OSError, ValueError, subprocess.CalledProcessError):
         return 'unknown', False
 
-def provenance(config: Config | None = None, **extra) -> dict:
-    "Provenance record: git sha, dirty flag, config hash, package version, UTC time, python, plus `extra`."
+def provenance(config: Config | None = None, ignore: typing.Sequence = (), **extra) -> dict:
+    """Provenance record: git sha, dirty flag, config hash, package version, UTC time, python, plus `extra`.
+    `ignore`: the files the run itself writes (a resumed outcome table), which must not count as uncommitted code."""
     from routenlp import __version__
-    sha, dirty = git_revision()
+    sha, dirty = git_revision(ignore=ignore)
     return {'git_sha': sha, 'git_dirty': dirty, 'config_hash': config_hash(config or load_config()),
             'routenlp_version': __version__, 'created_utc': datetime.now(timezone.utc).isoformat(timespec='seconds'),
             'python': platform.python_version(), **extra}

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .core import Config, config_hash, load_config, stable_hash
-from .data import Registry, get_task, load_benchmark, load_task_queries
+from .core import Registry
+from .data import get_task, load_benchmark, load_task_queries
 from .outcomes import encode_value
 from .tiers import TierRequest
 

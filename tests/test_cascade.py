@@ -21,7 +21,8 @@ import pytest
 
 from routenlp.cascade import CascadeEngine, ConformalCalibrator, crc_threshold
 from routenlp.confidence import ConfidenceEstimator, fill_confidence
-from routenlp.outcomes import load_outcomes, load_queries, validate_outcomes
+from routenlp.outcomes import validate_outcomes
+from routenlp.suites import load_outcomes, load_queries
 
 SUITE, TASK, SEEDS, ALPHA = 'routerbench', 'arc_challenge', range(5), 0.05
 

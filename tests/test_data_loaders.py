@@ -138,7 +138,7 @@ def test_bad_names(config):
 
 def test_enterprise_queries_through_load_queries(config):
     "outcomes.load_queries reads enterprise text from the data dir with the same splits as load_benchmark and the outcome tables."
-    from routenlp.outcomes import load_outcomes, load_queries
+    from routenlp.suites import load_outcomes, load_queries
     q = load_queries('enterprise', 'legal-risk', seed=2, config=config)
     ref = load_benchmark('legal-risk', 'all', 2, config).queries
     assert q[['query_id', 'split']].equals(ref[['query_id', 'split']]) and set(q['suite']) == {'enterprise'}

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from routenlp.evaluation import always_tier, evaluate_system, oracle, simulate_latency, tier_order
-from routenlp.outcomes import load_outcomes, validate_outcomes
+from routenlp.outcomes import validate_outcomes
+from routenlp.suites import load_outcomes
 
 ROOT = Path(__file__).resolve().parents[1]
 

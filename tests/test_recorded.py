@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from routenlp.outcomes import (OUTCOME_COLUMNS, QUERY_COLUMNS, build_recorded, load_outcomes, load_queries,
-                               manifest_of, validate_outcomes)
+from routenlp.outcomes import OUTCOME_COLUMNS, QUERY_COLUMNS, SUITES, validate_outcomes
+from routenlp.suites import load_outcomes, load_queries, manifest_of
 from routenlp.recorded import RECORDED_TASKS, token_cost
 
 TASKS = list(RECORDED_TASKS)
@@ -156,7 +156,7 @@ def test_seed_splits(config, suite, task):
 
 
 def test_warm_load_reuses_the_cache(tables, config):
-    path = build_recorded('alpacaeval', 'alpaca_eval', config)
+    path = SUITES['alpacaeval'].table_path('alpaca_eval', config)
     before = path.stat().st_mtime_ns
     t = time.perf_counter()
     load_outcomes('alpacaeval', 'alpaca_eval', config=config)

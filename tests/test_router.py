@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from routenlp.core import load_config
-from routenlp.outcomes import load_outcomes
+from routenlp.suites import load_outcomes
 from routenlp.router import OnnxRouter, UnknownTaskError, export_onnx
 from routenlp.router_train import (RouterData, build_spec, fit_router, load_router, load_router_data,
                                    train_router, training_embeddings)
@@ -121,7 +121,7 @@ def test_router_start_tiers_drive_the_cascade(gsm8k, config):
     "Router + CRC cascade on GSM8K's test split (nbs/94_frontier's router + cascade system), hashing confidence."
     from routenlp.cascade import CascadeEngine, ConformalCalibrator
     from routenlp.confidence import fill_confidence
-    from routenlp.outcomes import load_queries
+    from routenlp.suites import load_queries
     from routenlp.router_train import router_decisions
     data, emb, router, _ = gsm8k
     o = fill_confidence(load_outcomes('routellm', 'gsm8k', seed=0, config=config),
