@@ -5,7 +5,7 @@
 # %% ../nbs/02_outcomes.ipynb #456c2f66
 from __future__ import annotations
 
-import dataclasses, hashlib, inspect, json, math
+import dataclasses, hashlib, inspect, json, math, re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -20,7 +20,7 @@ from .core import (Config, ConfigError, Registry, cache_dir, file_sha256, load_c
 __all__ = ['OUTCOME_COLUMNS', 'QUERY_COLUMNS', 'SPLITS', 'LATENCY_SOURCES', 'SOURCES', 'SUITES', 'OutcomeSchemaError',
            'encode_value', 'decode_value', 'validate_outcomes', 'validate_queries', 'manifest_path', 'write_outcomes',
            'read_outcomes', 'Suite', 'with_seed_split', 'RecordedBuild', 'build_fingerprint', 'BuiltSuite',
-           'complete_queries']
+           'tier_order', 'complete_queries']
 
 # %% ../nbs/02_outcomes.ipynb #60a54f08
 OUTCOME_COLUMNS = {
@@ -230,6 +230,19 @@ class BuiltSuite(Suite):
     def queries(self, task, config, rebuild=False):
         path = self.table_path(task, config, rebuild)
         return validate_queries(pd.read_parquet(path.with_name(path.stem + '.queries.parquet')))
+
+# %% ../nbs/02_outcomes.ipynb #7e0a0002
+def _natural(name) -> list: return [int(p) if p.isdigit() else p for p in re.split(r'(\d+)', str(name))]
+
+def tier_order(outcomes: pd.DataFrame) -> list[str]:
+    "Tier names of an outcome table, cheapest first by mean cost over its train rows (all rows without a train split)."
+    rows = outcomes[outcomes['tier'].notna()]
+    train = rows[rows['split'] == 'train']
+    rows = train if len(train) else rows
+    mean = rows.groupby('tier')['cost_usd'].mean()
+    missing = sorted(set(outcomes['tier'].dropna()) - set(mean.index), key=_natural)
+    if missing: raise ValueError(f"tier(s) {missing} have no train-split rows, so their cost is unknown")
+    return sorted(mean.index, key=lambda t: (mean[t], _natural(t)))
 
 # %% ../nbs/02_outcomes.ipynb #f3f5faeb
 def complete_queries(outcomes: pd.DataFrame, tiers: Sequence[str] | None = None) -> tuple[pd.DataFrame, int]:
