@@ -16,8 +16,7 @@ import pandas as pd
 from .core import Config, load_config, project_root, provenance, stable_hash
 from .data import ENTERPRISE_OUTCOMES_DIR, TASK_REGISTRY, get_task, load_benchmark
 from .metrics import example_quality
-from .outcomes import (OUTCOME_COLUMNS, decode_value, encode_value, manifest_path,
-                               validate_outcomes)
+from .outcomes import OUTCOME_COLUMNS, decode_value, manifest_path, validate_outcomes
 from .tiers import Response, Tier, TierRequest
 
 # %% auto #0
@@ -172,6 +171,7 @@ def _model_fingerprint(tier: Tier, task: str):
     from routenlp.t1 import ONNX_FILES, read_manifest
     return read_manifest(head.path).get('files', {}).get(ONNX_FILES[head.quantize])
 
+# %% ../nbs/21_collect.ipynb #26fa5a60
 _KEPT = ('model_sha256', 'price_per_1k', 'collected')   # per-tier facts a later run of other tiers must not lose
 
 def _tier_entry(g: pd.DataFrame, prev: dict, stats: dict, info: dict | None, run_prov: dict) -> dict:
@@ -199,12 +199,42 @@ def _manifest(task: str, table: pd.DataFrame, previous: dict, run_stats: dict, p
             'collect_sizes': {'max_pool': config.portfolio.collect_max_pool, 'max_test': config.portfolio.collect_max_test},
             'provenance': prov}
 
+# %% ../nbs/21_collect.ipynb #ee6026a5
+def _collect_tier(tier: Tier, task: str, queries: pd.DataFrame, table: pd.DataFrame, model: str, config: Config,
+                  train_refs: dict, chunk_size: int, progress: bool, checkpoint) -> tuple[pd.DataFrame, CollectionReport]:
+    "Ask `tier` the `queries` it has not answered yet, in chunks; `checkpoint(table, stats)` after each chunk."
+    from tqdm.auto import tqdm
+    done = set(table.loc[table['tier'] == tier.name, 'query_id'])
+    pending = queries[~queries['query_id'].isin(done)].reset_index(drop=True)
+    report = CollectionReport(task, tier.name, len(done), 0)
+    stats = {'wall_s': 0.0, 'errors': collections.Counter()}
+    bar = tqdm(total=len(pending), desc=f'{task} {tier.name}', disable=not progress, leave=False)
+    for start in range(0, len(pending), chunk_size):
+        chunk = pending.iloc[start:start + chunk_size].reset_index(drop=True)
+        requests = [TierRequest(task, r.query_id, r.text, r.meta) for r in chunk.itertuples()]
+        t0 = time.perf_counter()
+        responses = asyncio.run(_ask_one_by_one(tier, requests))
+        if all(r.error and any(k in (r.error_reason or '') for k in TRANSPORT_FAILURES) for r in responses):
+            raise CollectionAborted(f"{task}/{tier.name}: every request of a chunk failed at the transport "
+                                    f"level (first: {responses[0].error_reason}); nothing of it was written")
+        wall = time.perf_counter() - t0
+        rows = outcome_rows(task, tier.name, model, chunk, responses, config, train_refs)
+        table = validate_outcomes(pd.concat([table, rows], ignore_index=True) if len(table) else rows)
+        errs = collections.Counter(_error_kind(r.error_reason) for r in responses if r.error)
+        stats['wall_s'] += wall; stats['errors'].update(errs)
+        report.added += len(rows); report.wall_s += wall
+        report.errors = dict(collections.Counter(report.errors) + errs)
+        checkpoint(table, stats)
+        bar.update(len(chunk))
+    bar.close()
+    return table, report
+
+# %% ../nbs/21_collect.ipynb #c0113c72
 def collect(tasks: Sequence[str] | None = None, tiers: Sequence[str] | None = None, config: Config | None = None,
             portfolio=None, limit: int | None = None, chunk_size: int = 16, out_dir: Path | None = None,
             progress: bool = True) -> list[CollectionReport]:
     "Collect (resuming) the outcome rows of `tiers` on `tasks`; returns one report per (task, tier)."
     from routenlp.portfolio import ModelPortfolio
-    from tqdm.auto import tqdm
     config = config or load_config()
     tasks = list(tasks or TASK_REGISTRY)
     for t in tasks: get_task(t)
@@ -224,29 +254,11 @@ def collect(tasks: Sequence[str] | None = None, tiers: Sequence[str] | None = No
                 table, previous = read_partial(path)
                 run_stats = {}
                 for tier in portfolio:
-                    done = set(table.loc[table['tier'] == tier.name, 'query_id'])
-                    pending = queries[~queries['query_id'].isin(done)].reset_index(drop=True)
-                    report = CollectionReport(task, tier.name, len(done), 0)
-                    stats = run_stats.setdefault(tier.name, {'wall_s': 0.0, 'errors': collections.Counter()})
-                    bar = tqdm(total=len(pending), desc=f'{task} {tier.name}', disable=not progress, leave=False)
-                    for start in range(0, len(pending), chunk_size):
-                        chunk = pending.iloc[start:start + chunk_size].reset_index(drop=True)
-                        requests = [TierRequest(task, r.query_id, r.text, r.meta) for r in chunk.itertuples()]
-                        t0 = time.perf_counter()
-                        responses = asyncio.run(_ask_one_by_one(tier, requests))
-                        if all(r.error and any(k in (r.error_reason or '') for k in TRANSPORT_FAILURES) for r in responses):
-                            raise CollectionAborted(f"{task}/{tier.name}: every request of a chunk failed at the transport "
-                                                    f"level (first: {responses[0].error_reason}); nothing of it was written")
-                        wall = time.perf_counter() - t0
-                        rows = outcome_rows(task, tier.name, models.get(tier.name, tier.name), chunk, responses, config, train_refs)
-                        table = validate_outcomes(pd.concat([table, rows], ignore_index=True) if len(table) else rows)
-                        errs = collections.Counter(_error_kind(r.error_reason) for r in responses if r.error)
-                        stats['wall_s'] += wall; stats['errors'].update(errs)
-                        report.added += len(rows); report.wall_s += wall
-                        report.errors = dict(collections.Counter(report.errors) + errs)
-                        write_partial(path, table, _manifest(task, table, previous, run_stats, info, config, limit, expected, path))
-                        bar.update(len(chunk))
-                    bar.close()
+                    def checkpoint(tbl, stats, name=tier.name):
+                        run_stats[name] = stats
+                        write_partial(path, tbl, _manifest(task, tbl, previous, run_stats, info, config, limit, expected, path))
+                    table, report = _collect_tier(tier, task, queries, table, models.get(tier.name, tier.name), config,
+                                                  train_refs, chunk_size, progress, checkpoint)
                     reports.append(report)
     finally:
         if own: portfolio.close()

@@ -70,6 +70,7 @@ class Price:
     output: float = 0.0
     source: str = ''
 
+# %% ../nbs/00_core.ipynb #070e5028
 @dataclass
 class TierConfig:
     "One tier of the live portfolio (cheapest first). `kind` picks the implementation from the tier registry."
@@ -107,6 +108,7 @@ class PortfolioConfig:
     collect_max_pool: int | None = 600  # train + calibration queries per task collected
     collect_max_test: int | None = 300  # test queries per task collected
 
+# %% ../nbs/00_core.ipynb #d9db45f1
 @dataclass
 class RouterConfig:
     "Difficulty-aware router: encoder + task embedding -> per-tier P(acceptable)."
@@ -143,6 +145,7 @@ class CascadeConfig:
     ltt_min_accepted: int = 50  # LTT: the sequence starts where ~this many calibration points would be accepted
     confidence_features: str = 'minilm'  # confidence estimator features: 'minilm' (encoder) | 'hashing' (bag of n-grams)
 
+# %% ../nbs/00_core.ipynb #bac36d3b
 @dataclass
 class LatencyModel:
     "Simulated latency of a recorded model: (ttft + output_tokens / decode rate) x mean-one lognormal jitter."

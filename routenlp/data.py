@@ -13,39 +13,20 @@ from pathlib import Path
 import pandas as pd
 
 from .metrics import io_to_iob2
-from .outcomes import QUERY_COLUMNS as _QUERY_SCHEMA, SUITES, Suite
+from .outcomes import QUERY_COLUMNS as _QUERY_SCHEMA, SUITES, Suite, TaskSpec
 from .core import (
     Config, Registry, SplitConfig, load_config, data_path, project_root, resolve_data_dir, stable_hash, hash_test_split,
     fixed_subsample, pool_split)
 
 # %% auto #0
-__all__ = ['TASK_KINDS', 'RISK_LABELS', 'TASK_REGISTRY', 'QUERY_COLUMNS', 'LOADERS', 'SPLITS', 'ENTERPRISE_OUTCOMES_DIR',
-           'TaskSpec', 'get_task', 'DataFormatError', 'read_text', 'read_lines', 'read_json', 'read_csv',
-           'LoaderReport', 'queries_frame', 'load_banking77', 'parse_conll', 'load_sec_ner', 'risk_label',
-           'load_claudette', 'load_ectsum', 'load_sgd_banking', 'match_contract_files', 'locate_span', 'clause_window',
-           'cuad_question', 'load_cuad', 'load_task_queries', 'BenchmarkDataset', 'load_benchmark', 'EnterpriseSuite']
+__all__ = ['RISK_LABELS', 'TASK_REGISTRY', 'QUERY_COLUMNS', 'LOADERS', 'SPLITS', 'ENTERPRISE_OUTCOMES_DIR', 'get_task',
+           'DataFormatError', 'read_text', 'read_lines', 'read_json', 'read_csv', 'LoaderReport', 'queries_frame',
+           'load_banking77', 'parse_conll', 'load_sec_ner', 'risk_label', 'load_claudette', 'load_ectsum',
+           'load_sgd_banking', 'match_contract_files', 'locate_span', 'clause_window', 'cuad_question', 'load_cuad',
+           'load_task_queries', 'BenchmarkDataset', 'load_benchmark', 'EnterpriseSuite']
 
 # %% ../nbs/03_data.ipynb #10f34a57
-TASK_KINDS = ('classification', 'tagging', 'span_extraction', 'generation')
 RISK_LABELS = ('fair', 'potentially unfair', 'clearly unfair')
-
-@dataclass(frozen=True, kw_only=True)
-class TaskSpec:
-    "What a task is and how its answers are scored: `acceptable` = per-example quality >= `acceptance_threshold`."
-    name: str
-    suite: str = 'enterprise'
-    domain: str
-    kind: str  # one of TASK_KINDS
-    metric: str  # name in the routenlp.metrics registry
-    acceptance_threshold: float
-    extra_metrics: tuple[str, ...] = ()
-    labels: tuple[str, ...] | None = None  # classification label set (None: read by the loader, or not a classifier)
-    description: str = ''
-
-    def __post_init__(self):
-        if self.kind not in TASK_KINDS: raise ValueError(f"task {self.name}: kind {self.kind!r} not in {TASK_KINDS}")
-        if not 0 <= self.acceptance_threshold <= 1:
-            raise ValueError(f"task {self.name}: acceptance_threshold must be in [0, 1]")
 
 TASK_REGISTRY: dict[str, TaskSpec] = Registry('task', {s.name: s for s in [
     TaskSpec(name='fin-ner', domain='finance', kind='tagging', metric='entity_f1', acceptance_threshold=0.8,

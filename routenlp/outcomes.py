@@ -5,7 +5,7 @@
 # %% ../nbs/02_outcomes.ipynb #456c2f66
 from __future__ import annotations
 
-import dataclasses, hashlib, inspect, json, math, re
+import dataclasses, hashlib, inspect, json, re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -13,14 +13,13 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .core import (Config, ConfigError, Registry, cache_dir, file_sha256, load_config, pool_split,
-                           provenance)
+from .core import Config, ConfigError, Registry, cache_dir, pool_split, provenance
 
 # %% auto #0
-__all__ = ['OUTCOME_COLUMNS', 'QUERY_COLUMNS', 'SPLITS', 'LATENCY_SOURCES', 'SOURCES', 'SUITES', 'OutcomeSchemaError',
-           'encode_value', 'decode_value', 'validate_outcomes', 'validate_queries', 'manifest_path', 'write_outcomes',
-           'read_outcomes', 'Suite', 'with_seed_split', 'RecordedBuild', 'build_fingerprint', 'BuiltSuite',
-           'tier_order', 'complete_queries']
+__all__ = ['OUTCOME_COLUMNS', 'QUERY_COLUMNS', 'SPLITS', 'LATENCY_SOURCES', 'SOURCES', 'TASK_KINDS', 'SUITES',
+           'OutcomeSchemaError', 'encode_value', 'decode_value', 'validate_outcomes', 'validate_queries',
+           'manifest_path', 'write_outcomes', 'read_outcomes', 'TaskSpec', 'Suite', 'with_seed_split', 'RecordedBuild',
+           'build_fingerprint', 'BuiltSuite', 'tier_order', 'complete_queries']
 
 # %% ../nbs/02_outcomes.ipynb #60a54f08
 OUTCOME_COLUMNS = {
@@ -130,6 +129,27 @@ def read_outcomes(path: Path | str) -> tuple[pd.DataFrame, dict]:
     manifest = json.loads(mpath.read_text()) if mpath.exists() else {}
     try: return validate_outcomes(pd.read_parquet(path)), manifest
     except OutcomeSchemaError as e: raise OutcomeSchemaError(f"{path}: {e}") from None
+
+# %% ../nbs/02_outcomes.ipynb #7a5c0002
+TASK_KINDS = ('classification', 'tagging', 'span_extraction', 'generation')
+
+@dataclass(frozen=True, kw_only=True)
+class TaskSpec:
+    "What a task is and how its answers are scored: `acceptable` = per-example quality >= `acceptance_threshold`."
+    name: str
+    suite: str = 'enterprise'
+    domain: str
+    kind: str  # one of TASK_KINDS
+    metric: str  # name in the routenlp.metrics registry
+    acceptance_threshold: float
+    extra_metrics: tuple[str, ...] = ()
+    labels: tuple[str, ...] | None = None  # classification label set (None: read by the loader, or not a classifier)
+    description: str = ''
+
+    def __post_init__(self):
+        if self.kind not in TASK_KINDS: raise ValueError(f"task {self.name}: kind {self.kind!r} not in {TASK_KINDS}")
+        if not 0 <= self.acceptance_threshold <= 1:
+            raise ValueError(f"task {self.name}: acceptance_threshold must be in [0, 1]")
 
 # %% ../nbs/02_outcomes.ipynb #d0a51c34
 SUITES = Registry('suite')

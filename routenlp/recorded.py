@@ -5,17 +5,14 @@
 # %% ../nbs/04_recorded.ipynb #ca87b98a
 from __future__ import annotations
 
-import ast, functools, json, math, re
-from collections import Counter, defaultdict
-from pathlib import Path
-from typing import Callable
+import ast, functools, json, math
 
 import numpy as np
 import pandas as pd
 
 from .core import Config, ConfigError, Price, hash_test_split
-from .data import DataFormatError, TaskSpec, read_lines
-from .outcomes import QUERY_COLUMNS, validate_outcomes, validate_queries
+from .data import DataFormatError, read_lines
+from .outcomes import QUERY_COLUMNS, TaskSpec, validate_outcomes, validate_queries
 
 # %% auto #0
 __all__ = ['RECORDED_TASKS', 'TOKEN_METHOD', 'routerbench_task', 'suite_specs', 'parse_number', 'parse_str_list', 'read_jsonl',

@@ -5,17 +5,16 @@
 # %% ../nbs/05_recorded_suites.ipynb #5e0c0003
 from __future__ import annotations
 
-import json, math, re
-from collections import Counter
+import math, re
+from collections import Counter, defaultdict
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .core import Config, data_path, load_config
-from .data import DataFormatError, read_csv, read_json, read_lines
+from .data import DataFormatError, read_csv, read_json
 from .outcomes import SUITES, BuiltSuite, RecordedBuild, decode_value, encode_value
-from .recorded import (RECORDED_TASKS, TOKEN_METHOD, _assemble, _price_sources, _require, _skip, count_tokens,
+from .recorded import (TOKEN_METHOD, _assemble, _price_sources, _require, _skip, count_tokens,
                                parse_number, parse_str_list, read_jsonl, routerbench_task, rouge_l_f1, suite_specs,
                                token_cost)
 
@@ -53,6 +52,7 @@ def _routerbench_records(path, split: str) -> list[dict]:
                             output='\n'.join(parse_str_list(f[col[m + _RB_RESPONSE]], path, line, m + _RB_RESPONSE))))
     return out
 
+# %% ../nbs/05_recorded_suites.ipynb #7e3540c0
 def build_routerbench(task: str, config: Config | None = None) -> RecordedBuild:
     "Outcome table of a RouterBench task (arc_challenge, mbpp) from its train (pool) / test CSV files."
     config = config or load_config()
@@ -139,6 +139,7 @@ def _routellm_gsm8k(config: Config):
              'token_method': TOKEN_METHOD + '; input = the stored question only (RouteLLM prompted 8-shot)'}
     return queries, long, blanks, [path, gold_path], notes
 
+# %% ../nbs/05_recorded_suites.ipynb #9375d057
 def _routellm_mmlu(config: Config):
     folder = data_path(*_RL, 'mmlu', 'responses', config=config)
     paths = sorted(folder.glob('mmlu_*.csv'))
@@ -181,6 +182,7 @@ def mt_bench_answers(user_prompt: str, turn: int) -> list[str]:
         raise ValueError(f"turn-{turn} judge prompt: conversation is not alternating User / Assistant A turns")
     return [t.strip() for r, t in zip(roles, texts) if r == 'Assistant A']
 
+# %% ../nbs/05_recorded_suites.ipynb #66f93574
 def _routellm_mt_bench(config: Config):
     qpath, jpath = (data_path(*_RL, 'mt_bench', f, config=config) for f in ('question.jsonl', 'judgements.jsonl'))
     questions = {}
@@ -227,6 +229,7 @@ def _routellm_mt_bench(config: Config):
                  token_method=TOKEN_METHOD + '; two calls: input = q1 + (q1 + a1 + q2), output = a1 + a2')
     return queries, long.drop(columns=['_texts', '_scores']), blanks, [qpath, jpath], notes
 
+# %% ../nbs/05_recorded_suites.ipynb #9d3c3aa8
 _ROUTELLM_READERS = {'gsm8k': _routellm_gsm8k, 'mmlu': _routellm_mmlu, 'mt_bench': _routellm_mt_bench}
 
 def _flag_contaminated(queries: pd.DataFrame, path, multi_turn: bool) -> tuple[int, int]:
@@ -289,6 +292,7 @@ def _alpaca_judge(path, model: str, notes: dict) -> dict[str, tuple[float, str]]
     notes.setdefault('annotators', {})[model] = sorted({str(a.get('annotator')) for a in data})
     return out
 
+# %% ../nbs/05_recorded_suites.ipynb #b9d487ab
 def build_alpacaeval(task: str, config: Config | None = None) -> RecordedBuild:
     "Outcome table of AlpacaEval (805 instructions × 18 models): judge preference where annotated, else ROUGE-L proxy."
     config = config or load_config()
