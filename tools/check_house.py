@@ -1,9 +1,12 @@
-"""`make test` check: notebook order is dependency order.
+"""`make test` check of the house rules (DESIGN.md §6, issue #8).
 
-Parses every module of the package (nested and function-level imports included, `importlib.import_module('routenlp.x')`
-calls too), maps each module to the notebook it is exported from (the `File to edit` header nbdev writes), and fails
-on an import cycle or on a module importing one exported from a later-numbered notebook."""
-import ast, re, sys
+1. Notebook order is dependency order: parses every module of the package (nested and function-level imports
+   included, `importlib.import_module('routenlp.x')` calls too), maps each module to the notebook it is exported
+   from (the `File to edit` header nbdev writes), and fails on an import cycle or on a module importing one exported
+   from a later-numbered notebook.
+2. Sizes: no module over MAX_MODULE_LINES lines, no `#| export` cell over MAX_CELL_LINES lines.
+3. No undefined name in the package (pyflakes), which notebook tests can miss when a branch is not exercised."""
+import ast, json, re, subprocess, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,13 +70,43 @@ def upward(edges: dict, nbs: dict) -> list[str]:
     return bad
 
 
+MAX_MODULE_LINES, MAX_CELL_LINES = 460, 60
+
+
+def sizes(root: Path = ROOT) -> tuple[list[str], list[str], str, str]:
+    "(modules over the limit, export cells over the limit, largest module, largest export cell)."
+    mods = {p.name: len(p.read_text().splitlines()) for p in (root / PKG).glob('*.py') if not p.stem.startswith('_')}
+    cells = {}
+    for nb in sorted((root / 'nbs').glob('*.ipynb')):
+        for c in json.loads(nb.read_text())['cells']:
+            src = ''.join(c['source'])
+            if c['cell_type'] == 'code' and src.lstrip().startswith('#| export'):
+                cells[f"{nb.name} cell {c.get('id')}"] = len(src.splitlines())
+    big_mods = [f'{m}: {n} lines' for m, n in sorted(mods.items()) if n > MAX_MODULE_LINES]
+    big_cells = [f'{c}: {n} lines' for c, n in sorted(cells.items()) if n > MAX_CELL_LINES]
+    top_mod, top_cell = max(mods.items(), key=lambda kv: kv[1]), max(cells.items(), key=lambda kv: kv[1])
+    return big_mods, big_cells, f'{top_mod[0]} ({top_mod[1]})', f'{top_cell[0]} ({top_cell[1]})'
+
+
+def undefined_names(root: Path = ROOT) -> list[str]:
+    files = sorted(str(p) for p in (root / PKG).glob('*.py') if not p.stem.startswith('_'))
+    out = subprocess.run([sys.executable, '-m', 'pyflakes', *files], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if 'undefined name' in line]
+
+
 def main() -> int:
     edges, nbs = graph()
     cyc, up = cycles(edges), upward(edges, nbs)
+    big_mods, big_cells, top_mod, top_cell = sizes()
+    undefined = undefined_names()
     for c in cyc: print('cycle: ' + ' <-> '.join(c), file=sys.stderr)
     for u in up: print('upward import: ' + u, file=sys.stderr)
-    print(f'import check: {len(edges)} modules, {len(cyc)} cycles, {len(up)} upward imports')
-    return 1 if cyc or up else 0
+    for m in big_mods: print(f'module over {MAX_MODULE_LINES} lines: {m}', file=sys.stderr)
+    for c in big_cells: print(f'export cell over {MAX_CELL_LINES} lines: {c}', file=sys.stderr)
+    for u in undefined: print(u, file=sys.stderr)
+    print(f'house check: {len(edges)} modules, {len(cyc)} cycles, {len(up)} upward imports; largest module {top_mod}, '
+          f'largest export cell {top_cell}; {len(undefined)} undefined names')
+    return 1 if cyc or up or big_mods or big_cells or undefined else 0
 
 
 if __name__ == '__main__':
