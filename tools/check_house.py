@@ -5,7 +5,8 @@
    from (the `File to edit` header nbdev writes), and fails on an import cycle or on a module importing one exported
    from a later-numbered notebook.
 2. Sizes: no module over MAX_MODULE_LINES lines, no `#| export` cell over MAX_CELL_LINES lines.
-3. No undefined name in the package (pyflakes), which notebook tests can miss when a branch is not exercised."""
+3. No undefined name in the package (pyflakes), which notebook tests can miss when a branch is not exercised.
+4. Every module docstring (the notebook's one-line `>` summary) is a whole sentence: it ends with a full stop."""
 import ast, json, re, subprocess, sys
 from pathlib import Path
 
@@ -94,19 +95,31 @@ def undefined_names(root: Path = ROOT) -> list[str]:
     return [line for line in out.splitlines() if 'undefined name' in line]
 
 
+def docstrings(root: Path = ROOT) -> list[str]:
+    "Modules whose docstring is missing or is not a whole sentence (nbdev keeps only the summary's first line)."
+    bad = []
+    for p in sorted((root / PKG).glob('*.py')):
+        if p.stem.startswith('_'): continue
+        doc = ast.get_docstring(ast.parse(p.read_text())) or ''
+        if not doc.rstrip().endswith(('.', '.)', '."')): bad.append(f'{p.name}: {doc[:70]!r}')
+    return bad
+
+
 def main() -> int:
     edges, nbs = graph()
     cyc, up = cycles(edges), upward(edges, nbs)
     big_mods, big_cells, top_mod, top_cell = sizes()
     undefined = undefined_names()
+    partial_docs = docstrings()
     for c in cyc: print('cycle: ' + ' <-> '.join(c), file=sys.stderr)
     for u in up: print('upward import: ' + u, file=sys.stderr)
     for m in big_mods: print(f'module over {MAX_MODULE_LINES} lines: {m}', file=sys.stderr)
     for c in big_cells: print(f'export cell over {MAX_CELL_LINES} lines: {c}', file=sys.stderr)
     for u in undefined: print(u, file=sys.stderr)
+    for d in partial_docs: print(f'module docstring is not a whole sentence: {d}', file=sys.stderr)
     print(f'house check: {len(edges)} modules, {len(cyc)} cycles, {len(up)} upward imports; largest module {top_mod}, '
-          f'largest export cell {top_cell}; {len(undefined)} undefined names')
-    return 1 if cyc or up or big_mods or big_cells or undefined else 0
+          f'largest export cell {top_cell}; {len(undefined)} undefined names; {len(partial_docs)} partial docstrings')
+    return 1 if cyc or up or big_mods or big_cells or undefined or partial_docs else 0
 
 
 if __name__ == '__main__':
