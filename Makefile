@@ -28,6 +28,7 @@ clean-nbs: setup
 
 test: setup
 	$(BIN)/python tools/check_generated.py
+	$(BIN)/python tools/check_house.py
 	$(BIN)/nbdev_test --n_workers 2
 	$(BIN)/python -m pytest -q tests/
 
