@@ -5,7 +5,7 @@
 # %% ../nbs/03_data.ipynb #2848b65e
 from __future__ import annotations
 
-import ast, copy, csv, dataclasses, functools, io, json, re, unicodedata
+import ast, copy, dataclasses, functools, re, unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,17 +13,17 @@ from pathlib import Path
 import pandas as pd
 
 from .metrics import io_to_iob2
-from .outcomes import QUERY_COLUMNS as _QUERY_SCHEMA, SUITES, Suite, TaskSpec
+from .outcomes import (QUERY_COLUMNS as _QUERY_SCHEMA, SUITES, Suite, TaskSpec, format_error, read_csv,
+                               read_json, read_lines, read_text)
 from .core import (
     Config, Registry, SplitConfig, load_config, data_path, project_root, resolve_data_dir, stable_hash, hash_test_split,
     fixed_subsample, pool_split)
 
 # %% auto #0
 __all__ = ['RISK_LABELS', 'TASK_REGISTRY', 'QUERY_COLUMNS', 'LOADERS', 'SPLITS', 'ENTERPRISE_OUTCOMES_DIR', 'get_task',
-           'DataFormatError', 'read_text', 'read_lines', 'read_json', 'read_csv', 'LoaderReport', 'queries_frame',
-           'load_banking77', 'parse_conll', 'load_sec_ner', 'risk_label', 'load_claudette', 'load_ectsum',
-           'load_sgd_banking', 'match_contract_files', 'locate_span', 'clause_window', 'cuad_question', 'load_cuad',
-           'load_task_queries', 'BenchmarkDataset', 'load_benchmark', 'EnterpriseSuite']
+           'LoaderReport', 'queries_frame', 'load_banking77', 'parse_conll', 'load_sec_ner', 'risk_label',
+           'load_claudette', 'load_ectsum', 'load_sgd_banking', 'match_contract_files', 'locate_span', 'clause_window',
+           'cuad_question', 'load_cuad', 'load_task_queries', 'BenchmarkDataset', 'load_benchmark', 'EnterpriseSuite']
 
 # %% ../nbs/03_data.ipynb #10f34a57
 RISK_LABELS = ('fair', 'potentially unfair', 'clearly unfair')
@@ -49,51 +49,6 @@ TASK_REGISTRY: dict[str, TaskSpec] = Registry('task', {s.name: s for s in [
 def get_task(name: str) -> TaskSpec:
     "The `TaskSpec` called `name` (KeyError listing the known tasks otherwise)."
     return TASK_REGISTRY[name]
-
-# %% ../nbs/03_data.ipynb #081deffb
-class DataFormatError(ValueError):
-    "A data file is malformed; the message starts with `path:line` where there is a line."
-
-def _format_error(path, line: int | None, message: str) -> DataFormatError:
-    return DataFormatError(f"{path}:{line}: {message}" if line else f"{path}: {message}")
-
-def read_text(path: Path | str) -> str:
-    "A UTF-8 text file with `\\r\\n` normalised to `\\n`; invalid bytes raise `DataFormatError` naming the line."
-    data = Path(path).read_bytes()
-    try: text = data.decode('utf-8')
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b'\n') + 1
-        raise _format_error(path, line, f"not valid UTF-8 ({e.reason})") from None
-    return text.replace('\r\n', '\n')
-
-def read_lines(path: Path | str) -> list[str]:
-    "The lines of a UTF-8 text file, split on `\\n` only (a final newline ends the last line)."
-    text = read_text(path)
-    lines = text.split('\n')
-    return lines[:-1] if text.endswith('\n') or not text else lines
-
-def read_json(path: Path | str):
-    "A JSON file; a syntax error raises `DataFormatError` naming the line."
-    try: return json.loads(read_text(path))
-    except json.JSONDecodeError as e: raise _format_error(path, e.lineno, f"not valid JSON ({e.msg})") from None
-
-def read_csv(path: Path | str, header: list[str] | None = None) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    "(header, [(line number, fields)]) of a CSV; every record must have as many fields as the header (= `header` if given)."
-    reader = csv.reader(io.StringIO(read_text(path), newline=''))
-    rows, start = [], 1
-    try:
-        for fields in reader:
-            rows.append((start, fields))
-            start = reader.line_num + 1
-    except csv.Error as e: raise _format_error(path, reader.line_num, f"not valid CSV ({e})") from None
-    if not rows: raise _format_error(path, None, 'empty file, expected a header row')
-    (_, found), rows = rows[0], rows[1:]
-    if header is not None and found != list(header):
-        raise _format_error(path, 1, f"header {found} differs from the expected {list(header)}")
-    for line, fields in rows:
-        if len(fields) != len(found):
-            raise _format_error(path, line, f"expected {len(found)} fields ({','.join(found[:3])}...), got {len(fields)}")
-    return found, rows
 
 # %% ../nbs/03_data.ipynb #83c81964
 QUERY_COLUMNS = tuple(_QUERY_SCHEMA)  # the queries-table columns of routenlp.outcomes, in order
@@ -148,7 +103,7 @@ def load_banking77(config: Config) -> tuple[pd.DataFrame, LoaderReport]:
         _, records = read_csv(path, ['text', 'category'])
         for i, (line, (text, label)) in enumerate(records):
             report.rows_read += 1
-            if label not in labels: raise _format_error(path, line, f"category {label!r} is not in categories.json")
+            if label not in labels: raise format_error(path, line, f"category {label!r} is not in categories.json")
             if not text.strip(): report.skip('empty_text'); continue
             rows.append(_query('cs-intent', split, f'banking77-{source}-{i:05d}', text.strip(), label,
                                {'source_split': source, 'line': line}))
@@ -167,8 +122,8 @@ def parse_conll(path: Path | str) -> tuple[list[list[tuple[str, str]]], int]:
             if current: sentences.append(current); current = []
             continue
         cols = line.split(' ')
-        if len(cols) != 4: raise _format_error(path, n, f"expected 4 columns (word POS - tag), got {len(cols)}")
-        if not _TAG.fullmatch(cols[3]): raise _format_error(path, n, f"tag {cols[3]!r} is not O, I-X or B-X")
+        if len(cols) != 4: raise format_error(path, n, f"expected 4 columns (word POS - tag), got {len(cols)}")
+        if not _TAG.fullmatch(cols[3]): raise format_error(path, n, f"tag {cols[3]!r} is not O, I-X or B-X")
         current.append((cols[0], cols[3]))
     if current: sentences.append(current)
     return sentences, docstarts
@@ -210,7 +165,7 @@ def load_claudette(config: Config) -> tuple[pd.DataFrame, LoaderReport]:
     test = _doc_list(data_path(*corpus, 'lists', f'LIST_TEST_{k}.txt', config=config))
     pool = _doc_list(data_path(*corpus, 'lists', f'LIST_TRAIN_{k}.txt', config=config))
     if both := sorted(set(test) & set(pool)):
-        raise _format_error(data_path(*corpus, 'lists', f'LIST_TEST_{k}.txt', config=config), None,
+        raise format_error(data_path(*corpus, 'lists', f'LIST_TEST_{k}.txt', config=config), None,
                             f"{both[0]} is also in LIST_TRAIN_{k}.txt")
     split_of = {**{doc: 'pool' for doc in pool}, **{doc: 'test' for doc in test}}
     rows, undigited, only_undigited = [], Counter(), 0
@@ -218,14 +173,14 @@ def load_claudette(config: Config) -> tuple[pd.DataFrame, LoaderReport]:
         sentences = read_lines(spath := data_path(*corpus, 'sentences', 'en', 'original', doc, config=config))
         tag_lines = read_lines(tpath := data_path(*corpus, 'tags', 'en', 'original', doc, config=config))
         if len(tag_lines) != len(sentences):
-            raise _format_error(tpath, min(len(tag_lines), len(sentences)) + 1,
+            raise format_error(tpath, min(len(tag_lines), len(sentences)) + 1,
                                 f"{len(tag_lines)} tag lines but {spath} has {len(sentences)} sentences")
         report.rows_read += len(sentences)
         if doc not in split_of: report.skip('document_not_in_fold_lists', len(sentences)); continue
         for n, (sentence, tag_line) in enumerate(zip(sentences, tag_lines), 1):
             tags = tag_line.split()
             if bad := [t for t in tags if not _CLAUDETTE_TAG.fullmatch(t)]:
-                raise _format_error(tpath, n, f"tag {bad[0]!r} is not <category><1-3>")
+                raise format_error(tpath, n, f"tag {bad[0]!r} is not <category><1-3>")
             plain = [t for t in tags if not t[-1].isdigit()]
             undigited.update(plain); only_undigited += bool(tags) and len(plain) == len(tags)
             if not sentence.strip(): report.skip('empty_sentence'); continue
@@ -288,7 +243,7 @@ def load_sgd_banking(config: Config) -> tuple[pd.DataFrame, LoaderReport]:
         for path in sorted(data_path('sgd-banking', source, config=config).glob('dialogues_*.json')):
             try: dialogues[source] += _sgd_file(read_json(path), source, split, n_ctx, rows, report)
             except (KeyError, TypeError, AttributeError) as e:
-                raise _format_error(path, None, f"not a list of SGD dialogues (missing or wrong {e})") from None
+                raise format_error(path, None, f"not a list of SGD dialogues (missing or wrong {e})") from None
     report.notes.update(dialogues=sum(dialogues.values()), dialogues_by_split=dict(dialogues))
     return _finish(rows, report)
 
@@ -363,7 +318,7 @@ def load_cuad(config: Config) -> tuple[pd.DataFrame, LoaderReport]:
     header, records = read_csv(csv_path)
     types = header[1::2]
     if header[0] != 'Filename' or header[2::2] != [f'{t}-Answer' for t in types]:
-        raise _format_error(csv_path, 1, 'expected Filename followed by <type>, <type>-Answer column pairs')
+        raise format_error(csv_path, 1, 'expected Filename followed by <type>, <type>-Answer column pairs')
     filenames = [fields[0] for _, fields in records]
     txt_of, fuzzy = match_contract_files(filenames, sorted(p.name for p in txt_dir.glob('*.txt')))
     is_test = dict(zip(filenames, hash_test_split(filenames, config.splits.cuad_test_fraction, 'cuad')))
@@ -375,7 +330,7 @@ def load_cuad(config: Config) -> tuple[pd.DataFrame, LoaderReport]:
     rows = []
     for line, fields in records:
         filename = fields[0]
-        if filename not in txt_of: raise _format_error(csv_path, line, f"no full_contract_txt file for {filename!r}")
+        if filename not in txt_of: raise format_error(csv_path, line, f"no full_contract_txt file for {filename!r}")
         text = read_text(txt_dir / txt_of[filename])
         contract_id = f'{stable_hash("cuad", filename) % 16**10:010x}'
         for clause_type, cell in zip(types, fields[1::2]):
@@ -383,7 +338,7 @@ def load_cuad(config: Config) -> tuple[pd.DataFrame, LoaderReport]:
             try: spans = ast.literal_eval(cell)
             except (ValueError, SyntaxError): spans = None
             if not isinstance(spans, list) or not all(isinstance(s, str) for s in spans):
-                raise _format_error(csv_path, line, f"column {clause_type!r} is not a list of strings")
+                raise format_error(csv_path, line, f"column {clause_type!r} is not a list of strings")
             example = _cuad_example(text, spans, filename, clause_type, width, report)
             if isinstance(example, str): report.skip(example); continue
             lo, window, answers, starts = example

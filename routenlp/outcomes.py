@@ -5,7 +5,7 @@
 # %% ../nbs/02_outcomes.ipynb #456c2f66
 from __future__ import annotations
 
-import dataclasses, hashlib, inspect, json, re
+import csv, dataclasses, hashlib, inspect, io, json, re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -18,7 +18,8 @@ from .core import Config, ConfigError, Registry, cache_dir, pool_split, provenan
 # %% auto #0
 __all__ = ['OUTCOME_COLUMNS', 'QUERY_COLUMNS', 'SPLITS', 'LATENCY_SOURCES', 'SOURCES', 'TASK_KINDS', 'SUITES',
            'OutcomeSchemaError', 'encode_value', 'decode_value', 'validate_outcomes', 'validate_queries',
-           'manifest_path', 'write_outcomes', 'read_outcomes', 'TaskSpec', 'Suite', 'with_seed_split', 'RecordedBuild',
+           'manifest_path', 'write_outcomes', 'read_outcomes', 'TaskSpec', 'DataFormatError', 'format_error',
+           'read_text', 'read_lines', 'read_json', 'read_csv', 'Suite', 'with_seed_split', 'RecordedBuild',
            'build_fingerprint', 'BuiltSuite', 'tier_order', 'complete_queries']
 
 # %% ../nbs/02_outcomes.ipynb #60a54f08
@@ -150,6 +151,52 @@ class TaskSpec:
         if self.kind not in TASK_KINDS: raise ValueError(f"task {self.name}: kind {self.kind!r} not in {TASK_KINDS}")
         if not 0 <= self.acceptance_threshold <= 1:
             raise ValueError(f"task {self.name}: acceptance_threshold must be in [0, 1]")
+
+# %% ../nbs/02_outcomes.ipynb #081deffb
+class DataFormatError(ValueError):
+    "A data file is malformed; the message starts with `path:line` where there is a line."
+
+def format_error(path, line: int | None, message: str) -> DataFormatError:
+    "A `DataFormatError` whose message starts with `path:line` (or `path` when there is no line)."
+    return DataFormatError(f"{path}:{line}: {message}" if line else f"{path}: {message}")
+
+def read_text(path: Path | str) -> str:
+    "A UTF-8 text file with `\\r\\n` normalised to `\\n`; invalid bytes raise `DataFormatError` naming the line."
+    data = Path(path).read_bytes()
+    try: text = data.decode('utf-8')
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b'\n') + 1
+        raise format_error(path, line, f"not valid UTF-8 ({e.reason})") from None
+    return text.replace('\r\n', '\n')
+
+def read_lines(path: Path | str) -> list[str]:
+    "The lines of a UTF-8 text file, split on `\\n` only (a final newline ends the last line)."
+    text = read_text(path)
+    lines = text.split('\n')
+    return lines[:-1] if text.endswith('\n') or not text else lines
+
+def read_json(path: Path | str):
+    "A JSON file; a syntax error raises `DataFormatError` naming the line."
+    try: return json.loads(read_text(path))
+    except json.JSONDecodeError as e: raise format_error(path, e.lineno, f"not valid JSON ({e.msg})") from None
+
+def read_csv(path: Path | str, header: list[str] | None = None) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    "(header, [(line number, fields)]) of a CSV; every record must have as many fields as the header (= `header` if given)."
+    reader = csv.reader(io.StringIO(read_text(path), newline=''))
+    rows, start = [], 1
+    try:
+        for fields in reader:
+            rows.append((start, fields))
+            start = reader.line_num + 1
+    except csv.Error as e: raise format_error(path, reader.line_num, f"not valid CSV ({e})") from None
+    if not rows: raise format_error(path, None, 'empty file, expected a header row')
+    (_, found), rows = rows[0], rows[1:]
+    if header is not None and found != list(header):
+        raise format_error(path, 1, f"header {found} differs from the expected {list(header)}")
+    for line, fields in rows:
+        if len(fields) != len(found):
+            raise format_error(path, line, f"expected {len(found)} fields ({','.join(found[:3])}...), got {len(fields)}")
+    return found, rows
 
 # %% ../nbs/02_outcomes.ipynb #d0a51c34
 SUITES = Registry('suite')

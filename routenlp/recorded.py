@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .core import Config, ConfigError, Price, hash_test_split
-from .data import DataFormatError, read_lines
+from .outcomes import DataFormatError, read_lines
 from .outcomes import QUERY_COLUMNS, TaskSpec, validate_outcomes, validate_queries
 
 # %% auto #0

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from .core import Config, data_path, load_config
-from .data import DataFormatError, read_csv, read_json
+from .outcomes import DataFormatError, read_csv, read_json
 from .outcomes import SUITES, BuiltSuite, RecordedBuild, decode_value, encode_value
 from .recorded import (TOKEN_METHOD, _assemble, _price_sources, _require, _skip, count_tokens,
                                parse_number, parse_str_list, read_jsonl, routerbench_task, rouge_l_f1, suite_specs,
