@@ -37,7 +37,8 @@ import pandas as pd
 
 from routenlp.core import fixed_subsample, load_config
 from routenlp.data import load_benchmark
-from routenlp.llm_tiers import LlamaServer, OpenAICompatibleTier, candidate_softmax, model_file
+from routenlp.llama_server import LlamaServer, model_file
+from routenlp.llm_tiers import OpenAICompatibleTier, candidate_softmax
 from routenlp.metrics import macro_f1
 from routenlp.prompts import N_CTX, label_candidates, render
 from routenlp.tiers import Response, TierRequest

@@ -22,7 +22,8 @@ import pandas as pd
 
 from routenlp.core import fixed_subsample, load_config
 from routenlp.data import get_task, load_benchmark
-from routenlp.llm_tiers import LlamaServer, OpenAICompatibleTier
+from routenlp.llama_server import LlamaServer
+from routenlp.llm_tiers import OpenAICompatibleTier
 from routenlp.metrics import example_quality
 from routenlp.outcomes import decode_value
 from routenlp.prompts import N_CTX, PROMPT_SPECS, render

@@ -1,4 +1,4 @@
-"""Speed and memory of the managed llama.cpp models (routenlp.llm_tiers) on this machine.
+"""Speed and memory of the managed llama.cpp models (routenlp.llama_server, routenlp.llm_tiers) on this machine.
 
 For each managed model (SmolLM2-135M-Instruct Q4_1, Gemma-3-270M Q4_K_M) and thread count (default 1 and 2), a real
 `LlamaServer` (n_ctx 2048, the prompts module's context) is started and measured:
@@ -24,7 +24,8 @@ import argparse, json, os, statistics, time, urllib.request
 from tabulate import tabulate
 
 from routenlp.core import load_config
-from routenlp.llm_tiers import LLAMA_MODELS, LlamaServer, VLLMModelTier
+from routenlp.llama_server import LLAMA_MODELS, LlamaServer
+from routenlp.llm_tiers import VLLMModelTier
 from routenlp.tiers import TierRequest
 
 LABELS = ['positive', 'negative']

@@ -17,7 +17,7 @@ import pandas as pd
 
 from routenlp.core import load_config
 from routenlp.data import load_benchmark
-from routenlp.llm_tiers import model_file
+from routenlp.llama_server import model_file
 from routenlp.prompts import N_CTX, PROMPT_SPECS, render
 from routenlp.tiers import TierRequest
 

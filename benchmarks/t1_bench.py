@@ -2,7 +2,7 @@
 
     python benchmarks/t1_bench.py [--seed 0] [--tasks cs-intent,legal-risk] [--n-latency 100] [--n-quality 100]
 
-Builds the heads first when they are missing (`routenlp.t1.ensure_heads`: minutes of CPU), then per task head and
+Builds the heads first when they are missing (`routenlp.t1_onnx.ensure_heads`: minutes of CPU), then per task head and
 precision:
 - P50 / P99 latency of one query, one thread (`Response.latency_ms`: tokenisation + ONNX Runtime + decoding, for a
   batch of one; the first 5 queries are warm-up and not counted), and the P50 CPU time of the same calls (thread
@@ -19,7 +19,8 @@ from tabulate import tabulate
 
 from routenlp.core import load_config
 from routenlp.data import TASK_REGISTRY, load_benchmark
-from routenlp.t1 import HEADS, LocalModelTier, ensure_heads, read_manifest, score_outputs
+from routenlp.t1_heads import HEADS
+from routenlp.t1_onnx import LocalModelTier, ensure_heads, read_manifest, score_outputs
 from routenlp.tiers import TierRequest
 
 CLASSIFICATION_P50_TARGET_MS = 3.0

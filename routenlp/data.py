@@ -311,6 +311,7 @@ def _cuad_example(text: str, spans: list[str], filename: str, clause_type: str, 
     inside = sorted(inside)
     return lo, window, [text[b:e] for b, e in inside], [b - lo for b, _ in inside]
 
+# %% ../nbs/03_data.ipynb #1e724c30
 def load_cuad(config: Config) -> tuple[pd.DataFrame, LoaderReport]:
     "legal-clause queries: one window per (CUAD contract, clause type), answers located in full_contract_txt."
     csv_path = data_path('cuad', 'master_clauses.csv', config=config)

