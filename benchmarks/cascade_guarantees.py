@@ -25,7 +25,8 @@ import argparse, time
 import numpy as np
 import pandas as pd
 
-from routenlp.cascade import CascadeEngine, ConformalCalibrator, natural_tiers
+from routenlp.cascade import CascadeEngine, ConformalCalibrator
+from routenlp.outcomes import tier_order
 from routenlp.confidence import fill_confidence, score_confidence
 from routenlp.core import load_config, provenance, provenance_line
 from routenlp.suites import load_outcomes, load_queries
@@ -40,7 +41,7 @@ def run(pairs, seeds, alphas, features, config, draws):
             table = fill_confidence(load_outcomes(suite, task, seed=seed, config=config), queries, seed, config, features)
             fit_s = time.perf_counter() - t0
             scores.append(score_confidence(table).assign(seed=seed))
-            tiers = natural_tiers(table['tier'])
+            tiers = tier_order(table)
             for method in ('crc', 'ltt'):
                 for alpha in alphas:
                     t0 = time.perf_counter()

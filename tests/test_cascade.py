@@ -155,3 +155,81 @@ def test_aci_recovers_alpha_after_a_silent_model_swap(config, queries):
     assert static_after > ALPHA + 0.03, static_after
     assert abs(aci_after - ALPHA) <= 0.01, aci_after
     assert sim['tau'].iloc[-1] > tau                                           # ACI escalates more after the swap
+
+
+def test_replay_online_frame_is_evaluated(filled, config):
+    "The online cascade's frame (ACI moving thresholds query by query) goes through evaluate_system like replay's."
+    from routenlp.cascade import AdaptiveCalibrator
+    from routenlp.evaluation import evaluate_system, simulate_latency
+    table = simulate_latency(filled[0], config, seed=0)
+    test = table[table['split'] == 'test']
+    static = ConformalCalibrator(alpha=ALPHA, config=config).fit(table)
+    engine = CascadeEngine(['T1', 'T2', 'T3', 'T4'], AdaptiveCalibrator(alpha=ALPHA, initial=static, config=config), config)
+    online = engine.replay_online(test)
+    assert (online['latency_source'] == 'simulated').all()
+    r = evaluate_system(online, test, config=config)
+    offline = evaluate_system(CascadeEngine(['T1', 'T2', 'T3', 'T4'], static, config).replay(test), test, config=config)
+    assert r['n_queries'] == test['query_id'].nunique() == 439 and r['latency'] == 'simulated'
+    assert np.isfinite(r['latency_p50_ms']) and 0 < r['cost_ratio'] < 1
+    # the walk is the same rule: the two frames differ only where ACI has moved a threshold
+    assert abs(r['top_share'] - offline['top_share']) < 0.2
+
+
+def test_config_checks_name_the_entry(tmp_path):
+    "cascade.method / cascade.ltt_pvalue are checked against the registries when a config is loaded."
+    import routenlp.cascade  # noqa: F401 -- registers the checks
+    from routenlp.core import ConfigError, load_config
+    for text, entry in (('cascade: {method: split}\n', 'cascade.method'), ('cascade: {ltt_pvalue: x}\n', 'cascade.ltt_pvalue')):
+        path = tmp_path / 'bad.yaml'
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=entry.replace('.', r'\.')):
+            load_config(path)
+
+
+def test_arun_over_real_tiers(data_dir, tmp_path):
+    """CascadeEngine.arun on the live portfolio: T1 = ONNX cs-intent head (built small: 200 queries, one epoch), T2 =
+    SmolLM2-135M on a llama.cpp server the portfolio starts and stops. Six test queries; tau(T1) = the median of T1's
+    own confidences on them, so some queries stay at T1 and the others escalate. The trace is checked against T1's
+    answers taken alone: tiers called, escalation exactly where confidence < tau, cost = sum of the calls."""
+    import dataclasses
+    from pathlib import Path
+    from routenlp.core import load_config
+    from routenlp.data import load_benchmark
+    from routenlp.portfolio import ModelPortfolio
+    from routenlp.tiers import TierRequest
+    root = Path(__file__).resolve().parents[1]
+    config = dataclasses.replace(load_config(root / 'configs' / 'default.yaml'), data_dir=str(data_dir),
+                                 cache_dir=str(tmp_path / 'cache'))
+    queries = load_benchmark('cs-intent', 'test', 0, config).queries.iloc[:6]
+    reqs = [TierRequest('cs-intent', r.query_id, r.text, {**(r.meta if isinstance(r.meta, dict) else {}),
+                                                          'suite': 'enterprise', 'split': 'test'})
+            for r in queries.itertuples()]
+    small_head = {'onnx': {'tasks': ['cs-intent'], 'max_train': 200, 'max_epochs': 1, 'evaluate': False}}
+    with ModelPortfolio.from_config(config, ['T1', 'T2'], **small_head) as portfolio:
+        tiers = {t.name: t for t in portfolio}
+        alone = tiers['T1'].predict(reqs)
+        conf = np.array([r.confidence for r in alone])
+        assert not any(r.error for r in alone) and len(set(conf.round(6))) > 1, conf
+        tau = float(np.median(conf))
+        engine = CascadeEngine(['T1', 'T2'], {('T1', 'cs-intent'): tau}, config)
+        frame, finals = engine.run(reqs, tiers)
+        server_pid = tiers['T2'].server.pid
+    stays = conf >= tau
+    assert 0 < stays.sum() < len(reqs)
+    assert frame['tiers_called'].tolist() == [['T1'] if s else ['T1', 'T2'] for s in stays]
+    assert frame['final_tier'].tolist() == ['T1' if s else 'T2' for s in stays]
+    assert frame['escalations'].tolist() == [0 if s else 1 for s in stays]
+    np.testing.assert_allclose(frame['confidence'][stays], conf[stays], atol=1e-6)    # T1 answered as it does alone
+    assert [f.output for f, s in zip(finals, stays) if s] == [a.output for a, s in zip(alone, stays) if s]
+    t1_cost = np.array([a.cost_usd for a in alone])
+    expect = t1_cost + np.where(stays, 0.0, [f.cost_usd for f in finals])
+    np.testing.assert_allclose(frame['cost_usd'], expect, rtol=1e-9)                  # every call billed, no router
+    assert (np.array([f.cost_usd for f, s in zip(finals, stays) if not s]) > 0).all()  # T2's calls cost something
+    # T1 (a classifier head) never fails; SmolLM2 may answer something that is not a label: the last tier's failure is
+    # served as it is (and billed), never a reason to go back down
+    assert not frame['error'][stays].any() and (frame['latency_ms'] > 0).all()
+    assert frame['error'].tolist() == [f.error for f in finals]
+    import os
+    try: os.kill(server_pid, 0); alive = True
+    except OSError: alive = False
+    assert not alive, 'the portfolio left the llama.cpp server running'

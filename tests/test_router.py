@@ -82,15 +82,63 @@ def test_onnx_matches_torch(gsm8k, tmp_path):
     assert np.abs(one - fp32[:1]).max() < 1e-5
 
 
-def test_routing_and_unknown_task(gsm8k):
+def test_policies_follow_the_probabilities(gsm8k):
+    """Both policies on 80 GSM8K test queries, at settings where the answer depends on each query's probabilities:
+    p* = the median P(T1) (threshold) and lam = the median of (p_T2 - p_T1) / (1 - c_T1) (utility) split the queries
+    between the tiers, and every query's tier is the one the policy's formula gives, computed here independently."""
+    from routenlp.router import normalised_costs
     data, _, router, _ = gsm8k
-    texts, tasks = data.texts[:8], data.tasks[:8]
-    assert (router.route(texts, tasks, policy='threshold', p_star=0.0) == 0).all()      # always the cheapest
-    assert (router.route(texts, tasks, policy='threshold', p_star=1.0) == 1).all()      # nobody qualifies: top
-    assert (router.route(texts, tasks, policy='utility', lam=0.0) == 1).all()          # money free: GPT-4
-    assert (router.route(texts, tasks, policy='utility', lam=100.0) == 0).all()        # money dear: Mixtral
+    test = data.subset(data.splits == 'test')
+    texts, tasks = test.texts[:80], test.tasks[:80]
+    p = router.predict_proba(texts, tasks)
+    assert p.shape == (80, 2) and np.isfinite(p).all()
+    p_star = float(np.median(p[:, 0]))
+    thr = router.route(texts, tasks, policy='threshold', p_star=p_star)
+    np.testing.assert_array_equal(thr, np.where(p[:, 0] >= p_star, 0, 1))       # T1 if it qualifies, else the top
+    assert 30 <= (thr == 0).sum() <= 50
+    c = normalised_costs(router.spec.cost_matrix(tasks))
+    lam = float(np.median((p[:, 1] - p[:, 0]) / (1 - c[:, 0])))
+    util = router.route(texts, tasks, policy='utility', lam=lam)
+    np.testing.assert_array_equal(util, np.argmax(p - lam * c, axis=1))
+    assert 30 <= (util == 0).sum() <= 50
+    assert not np.array_equal(thr, util)                                         # two policies, two answers
     with pytest.raises(UnknownTaskError, match="'routellm/mmlu'"):
         router.predict_proba(['What is 2 + 2?'], ['routellm/mmlu'])
+
+
+def test_router_policy_is_checked_at_load(tmp_path):
+    import routenlp.router  # noqa: F401 -- registers the check
+    from routenlp.core import ConfigError
+    path = tmp_path / 'bad.yaml'
+    path.write_text('router: {policy: random}\n')
+    with pytest.raises(ConfigError, match=r'router\.policy.*threshold, utility'):
+        load_config(path)
+
+
+def test_registered_routers(gsm8k, config):
+    """Every ROUTERS entry fits on the GSM8K router data and routes its test queries; the difficulty-aware entry is
+    fit_router's router (same weights) reading the shared embedding store; the ONNX entry matches it to int8 error."""
+    from routenlp.router import OnnxRouter, Router
+    from routenlp.router_train import ROUTERS, fit_named_router
+    data, emb, router, _ = gsm8k
+    assert set(ROUTERS) >= {'difficulty-aware', 'onnx', 'always', 'random', 'oracle'}
+    test = data.subset(data.splits == 'test')
+    texts, tasks = test.texts[:40], test.tasks[:40]
+    dar = fit_named_router('difficulty-aware', data, config, seed=0)
+    for k, v in router.trainable_state().items(): assert torch.equal(v, dar.trainable_state()[k]), k
+    np.testing.assert_allclose(dar.predict_proba(texts, tasks), router.predict_proba(texts, tasks), atol=1e-5)
+    onnx = fit_named_router('onnx', data, config, seed=0)
+    assert isinstance(onnx, OnnxRouter) and np.abs(onnx.predict_proba(texts, tasks) - dar.predict_proba(texts, tasks)).max() < 0.05
+    oracle = fit_named_router('oracle', data, config)
+    start = oracle.route(texts, tasks, policy='threshold', p_star=1.0)
+    acc = test.acceptable[:40]
+    np.testing.assert_array_equal(start, np.where(acc[:, 0] == 1, 0, 1))        # the cheapest acceptable tier, else GPT-4
+    fitted = {'difficulty-aware': dar, 'onnx': onnx, 'oracle': oracle,
+              **{n: fit_named_router(n, data, config) for n in ROUTERS if n not in ('difficulty-aware', 'onnx', 'oracle')}}
+    assert set(fitted) == set(ROUTERS)
+    for name, r in fitted.items():
+        assert isinstance(r, Router) and r.tiers == ['T1', 'T2'], name
+        assert set(r.route(texts, tasks)) <= {0, 1}, name
 
 
 def test_finetune_path_runs_and_round_trips(config, tmp_path):
