@@ -2,7 +2,7 @@
 
 For every recorded (suite, task) and seed: the confidence of every tier is fitted on that seed's train split
 (`routenlp.confidence.fill_confidence`, MiniLM features unless `--features hashing`), thresholds are calibrated on
-its calibration split (`routenlp.cascade.ConformalCalibrator`, CRC and LTT, each alpha), and the realised risks are
+its calibration split (`routenlp.conformal.ConformalCalibrator`, CRC and LTT, each alpha), and the realised risks are
 measured on the fixed test split: joint P(accept and unacceptable) — what CRC bounds in expectation — and conditional
 P(unacceptable | accept) — what LTT bounds with probability >= 1 - delta. Then the cascade itself is replayed on the
 test split with the CRC thresholds (fixed start at T1).
@@ -25,7 +25,8 @@ import argparse, time
 import numpy as np
 import pandas as pd
 
-from routenlp.cascade import CascadeEngine, ConformalCalibrator
+from routenlp.cascade import CascadeEngine
+from routenlp.conformal import ConformalCalibrator
 from routenlp.outcomes import tier_order
 from routenlp.confidence import fill_confidence, score_confidence
 from routenlp.core import load_config, provenance, provenance_line

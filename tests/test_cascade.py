@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from routenlp.cascade import CascadeEngine, ConformalCalibrator, crc_threshold
+from routenlp.cascade import CascadeEngine
+from routenlp.conformal import ConformalCalibrator, crc_threshold
 from routenlp.confidence import ConfidenceEstimator, fill_confidence
 from routenlp.outcomes import validate_outcomes
 from routenlp.suites import load_outcomes, load_queries
@@ -177,7 +178,7 @@ def test_replay_online_frame_is_evaluated(filled, config):
 
 def test_config_checks_name_the_entry(tmp_path):
     "cascade.method / cascade.ltt_pvalue are checked against the registries when a config is loaded."
-    import routenlp.cascade  # noqa: F401 -- registers the checks
+    import routenlp.conformal  # noqa: F401 -- registers the checks
     from routenlp.core import ConfigError, load_config
     for text, entry in (('cascade: {method: split}\n', 'cascade.method'), ('cascade: {ltt_pvalue: x}\n', 'cascade.ltt_pvalue')):
         path = tmp_path / 'bad.yaml'

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from routenlp.evaluation import (SYSTEMS, TaskRun, always_frame, apgr, cpt, curve_summary, evaluate_system,
-                                 operating_curve, simulate_latency)
+from routenlp.curves import apgr, cpt
+from routenlp.evaluation import (SYSTEMS, TaskRun, always_frame, curve_summary, evaluate_system, operating_curve,
+                                 simulate_latency)
 from routenlp.outcomes import tier_order, validate_outcomes
 from routenlp.suites import load_outcomes
 

@@ -167,7 +167,8 @@ def test_finetune_path_runs_and_round_trips(config, tmp_path):
 
 def test_router_start_tiers_drive_the_cascade(gsm8k, config):
     "Router + CRC cascade on GSM8K's test split (nbs/94_frontier's router + cascade system), hashing confidence."
-    from routenlp.cascade import CascadeEngine, ConformalCalibrator
+    from routenlp.cascade import CascadeEngine
+    from routenlp.conformal import ConformalCalibrator
     from routenlp.confidence import fill_confidence
     from routenlp.suites import load_queries
     from routenlp.router_train import router_decisions
