@@ -18,7 +18,7 @@ __all__ = ['CONFIG_MODULES', 'COMMANDS', 'cmd_config', 'cmd_data_report', 'cmd_b
            'main']
 
 # %% ../nbs/24_cli.ipynb #c11c0002
-CONFIG_MODULES = ('routenlp.suites', 'routenlp.portfolio', 'routenlp.router', 'routenlp.conformal')
+CONFIG_MODULES = ('routenlp.suites', 'routenlp.portfolio', 'routenlp.router', 'routenlp.confidence', 'routenlp.conformal')
 
 def _config(args):
     for module in CONFIG_MODULES: importlib.import_module(module)   # registers their config checks

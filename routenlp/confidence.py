@@ -14,11 +14,11 @@ import pandas as pd
 
 from fastcore.basics import patch
 
-from .core import Config, cache_dir, load_config
+from .core import Config, ConfigError, Registry, cache_dir, config_check, load_config
 
 # %% auto #0
-__all__ = ['FEATURIZERS', 'EmbeddingStore', 'embedding_store', 'minilm_embeddings', 'task_features', 'CellModel',
-           'ConfidenceEstimator', 'score_confidence', 'fill_confidence']
+__all__ = ['FEATURIZERS', 'EmbeddingStore', 'embedding_store', 'minilm_embeddings', 'check_confidence_features', 'task_features',
+           'CellModel', 'ConfidenceEstimator', 'score_confidence', 'fill_confidence']
 
 # %% ../nbs/16_confidence.ipynb #37c50a71
 def _text_key(text: str) -> str: return hashlib.sha256(text.encode()).hexdigest()[:32]
@@ -80,7 +80,15 @@ def _encode_hashing(texts, cache_name: str, config: Config):
     vec = HashingVectorizer(n_features=2 ** 12, ngram_range=(1, 2), alternate_sign=False, norm='l2')
     return vec.transform([str(t) for t in texts]).astype(np.float32)
 
-FEATURIZERS = {'minilm': _encode_minilm, 'hashing': _encode_hashing}  # name -> (texts, cache_name, config) -> matrix
+FEATURIZERS = Registry('confidence feature kind', {'minilm': _encode_minilm, 'hashing': _encode_hashing})  # name -> (texts, cache_name, config) -> matrix
+
+@config_check('cascade.confidence_features')
+def check_confidence_features(config: Config) -> None:
+    "ConfigError naming the entry when `cascade.confidence_features` is not a registered feature kind."
+    kind = config.cascade.confidence_features
+    if kind not in FEATURIZERS:
+        raise ConfigError(f"config entry `cascade.confidence_features`: {kind!r} is not a confidence feature kind; "
+                          f"known: {', '.join(sorted(FEATURIZERS))}")
 
 # %% ../nbs/16_confidence.ipynb #b043903d
 def _stack_rows(blocks):
