@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import Config, cache_dir, load_config, minilm_path, minilm_tokenizer, raw_tokenizer
+from .core import Config, cache_dir, load_config, minilm_path
 
 # %% auto #0
 __all__ = ['ort_session', 'quantize_int8', 'torch_threads', 'encoder_path', 'load_encoder', 'encode_texts']

@@ -17,7 +17,8 @@ from torch import nn
 import torch.nn.functional as F
 
 from .core import Config, ConfigError, Registry, RouterConfig, config_check
-from .encoder import encoder_path, ort_session, quantize_int8, raw_tokenizer, torch_threads
+from .core import raw_tokenizer
+from .encoder import encoder_path, ort_session, quantize_int8, torch_threads
 
 # %% auto #0
 __all__ = ['SPEC_FILE', 'ROUTING_POLICIES', 'ONNX_FP32', 'ONNX_INT8', 'UnknownTaskError', 'task_key', 'shared_prefix',
