@@ -22,7 +22,7 @@ from .router_train import RouterData, fit_named_router, router_data
 from .suites import load_outcomes, load_queries
 
 # %% auto #0
-__all__ = ['prepare_run', 'router_data_of', 'fit_suite_routers', 'router_for', 'Cascade', 'Routed', 'RoutedCascade']
+__all__ = ['prepare_run', 'router_data_of', 'router_key', 'fit_suite_routers', 'router_for', 'Cascade', 'Routed', 'RoutedCascade']
 
 # %% ../nbs/22_systems.ipynb #5a000006
 def prepare_run(suite: str, task: str, seed: int, config: Config | None = None) -> TaskRun:
@@ -39,18 +39,24 @@ def router_data_of(runs: Sequence[TaskRun]) -> RouterData:
     return router_data(pd.concat([r.outcomes for r in runs], ignore_index=True),
                        pd.concat([r.queries[keys] for r in runs], ignore_index=True))
 
-def fit_suite_routers(runs: Sequence[TaskRun], names: Sequence[str] = ('difficulty-aware',)) -> dict[str, Router]:
-    "Fit each `ROUTERS` entry in `names` once on all `runs` (one suite, one seed) and give it to every run."
+def router_key(name: str, params: dict | None = None) -> str:
+    "How a run keys a router fitted with `params`: `knn(k=5)`; the bare name without params."
+    return name if not params else f"{name}({', '.join(f'{k}={v}' for k, v in sorted(params.items()))})"
+
+def fit_suite_routers(runs: Sequence[TaskRun], names: Sequence = ('difficulty-aware',)) -> dict[str, Router]:
+    "Fit each `ROUTERS` entry in `names` (a name, or (name, params)) once on all `runs` (one suite, one seed); give it to every run."
     runs = list(runs)
     data = router_data_of(runs)
-    routers = {n: fit_named_router(n, data, runs[0].config, runs[0].seed) for n in names}
+    named = [(n, {}) if isinstance(n, str) else (n[0], dict(n[1])) for n in names]
+    routers = {router_key(n, p): fit_named_router(n, data, runs[0].config, runs[0].seed, **p) for n, p in named}
     for r in runs: r.routers.update(routers)
     return routers
 
-def router_for(run: TaskRun, name: str) -> Router:
-    "The run's router `name` (fitted for its suite), else one fitted on this run alone (kept on the run)."
-    if name not in run.routers: fit_suite_routers([run], [name])
-    return run.routers[name]
+def router_for(run: TaskRun, name: str, params: dict | None = None) -> Router:
+    "The run's router `name` fitted with `params` (fitted for its suite), else one fitted on this run alone (kept on the run)."
+    key = router_key(name, params)
+    if key not in run.routers: fit_suite_routers([run], [(name, params or {})])
+    return run.routers[key]
 
 # %% ../nbs/22_systems.ipynb #5a00000a
 @register_system('cascade')
@@ -83,7 +89,7 @@ class Routed(System):
         super().fit(run)
         self.policy = self.params.get('policy', 'utility')
         self.knob = 'lam' if self.policy == 'utility' else 'p_star'
-        self.router = router_for(run, self.params.get('router', 'difficulty-aware'))
+        self.router = router_for(run, self.params.get('router', 'difficulty-aware'), self.params.get('router_params'))
         test = run.test.drop_duplicates(['task', 'query_id'])
         text = run.queries.drop_duplicates(['task', 'query_id']).set_index(['task', 'query_id'])['text']
         self.ids = test['query_id'].tolist()
@@ -97,7 +103,20 @@ class Routed(System):
         "Accept the start tier's answer: tau = -inf everywhere."
         return {(t, k): -math.inf for t in self.run.tiers for k in set(self.run.test['task'])}
 
-    def values(self) -> list: return list(self.LAMS if self.knob == 'lam' else self.P_STARS)
+    def values(self) -> list:
+        "The knob's sweep; with `sweep='quantiles'` (threshold policy, a two-model router) RouteLLM's score quantiles."
+        if self.params.get('sweep') == 'quantiles': return self.quantile_p_stars()
+        return list(self.LAMS if self.knob == 'lam' else self.P_STARS)
+
+    def quantile_p_stars(self, n: int = 10) -> list[float]:
+        "p* at which the strong model takes 0, 1/n, …, 100 % of the test queries: RouteLLM's thresholds, the score's quantiles."
+        if self.policy != 'threshold' or not hasattr(self.router, 'strong_score'):
+            raise ValueError(f"sweep='quantiles' needs policy='threshold' and a two-model router with `strong_score` "
+                             f"(got policy {self.policy!r}, router {type(self.router).__name__})")
+        weak = np.nanmin(self.probs, axis=1)   # 1 - score: the weak tier's column (the strong one is 1.0)
+        qs = np.quantile(weak, np.linspace(0, 1, n + 1))
+        qs[-1] = np.nextafter(weak.max(), np.inf)   # strictly above every score: all to the strong model
+        return sorted(set(float(q) for q in qs))
 
     def starts(self, value=None) -> dict:
         "{query_id: start tier} at knob `value` (default: the config's lam / p_star)."

@@ -41,3 +41,14 @@ def test_the_project_itself_passes():
     edges, nbs = house.graph()
     assert house.cycles(edges) == [] and house.upward(edges, nbs) == []
     assert set(nbs.values()) >= {'00_core', '06_suites'} and None not in nbs.values()
+
+
+def test_a_main_guard_is_an_entry_point_not_a_dependency(tmp_path):
+    (tmp_path / 'routenlp').mkdir(); (tmp_path / 'nbs').mkdir()
+    _module(tmp_path, 'early', '00_early', "import sys\nif __name__ == '__main__' and '__file__' in globals():\n"
+            "    from routenlp.late import main\n    sys.exit(main())\ndef f():\n    import routenlp.other")
+    _module(tmp_path, 'late', '01_late', 'def main(): return 0')
+    _module(tmp_path, 'other', '02_other', 'x = 1')
+    edges, nbs = house.graph(tmp_path)
+    assert edges['early'] == {'other'}                      # the guarded import is not an edge; the function-level one is
+    assert house.upward(edges, nbs) == ['00_early (early) imports 02_other (other)']

@@ -3,7 +3,8 @@
 1. Notebook order is dependency order: parses every module of the package (nested and function-level imports
    included, `importlib.import_module('routenlp.x')` calls too), maps each module to the notebook it is exported
    from (the `File to edit` header nbdev writes), and fails on an import cycle or on a module importing one exported
-   from a later-numbered notebook.
+   from a later-numbered notebook. The body of an `if __name__ == '__main__':` block is an entry point (what
+   `python -m routenlp.x` runs), not a dependency of the module, and is not counted: no module imports it.
 2. Sizes: no module over MAX_MODULE_LINES lines, no `#| export` cell over MAX_CELL_LINES lines.
 3. No undefined name in the package (pyflakes), which notebook tests can miss when a branch is not exercised.
 4. Every module docstring (the notebook's one-line `>` summary) is a whole sentence: it ends with a full stop."""
@@ -19,10 +20,27 @@ def notebook_of(path: Path) -> str | None:
     return m.group(1) if m else None
 
 
+def _is_main_guard(node) -> bool:
+    "`if __name__ == '__main__'` (alone or as one operand of an `and`)."
+    if not isinstance(node, ast.If): return False
+    tests = node.test.values if isinstance(node.test, ast.BoolOp) else [node.test]
+    return any(isinstance(t, ast.Compare) and isinstance(t.left, ast.Name) and t.left.id == '__name__'
+               and any(isinstance(c, ast.Constant) and c.value == '__main__' for c in t.comparators) for t in tests)
+
+
+def _nodes(tree):
+    "Every node of `tree` except those inside a `__main__` guard."
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(c for c in ast.iter_child_nodes(node) if not _is_main_guard(c))
+
+
 def imports_of(path: Path, module: str) -> set[str]:
-    "Every `routenlp.*` module that `path` imports anywhere in its body."
+    "Every `routenlp.*` module that `path` imports anywhere in its body (outside a `__main__` guard)."
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in _nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
