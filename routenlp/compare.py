@@ -11,10 +11,12 @@ import numpy as np
 import pandas as pd
 
 from .core import rng
+from .curves import nd_convex_hull
 from .evaluation import System, as_decisions
 
 # %% auto #0
-__all__ = ['zero_router_quality', 'tier_matrices', 'hull_margins', 'sweep_frames', 'cheapest_at', 'reference_tier']
+__all__ = ['zero_router_quality', 'tier_matrices', 'margin_interval', 'hull_margins', 'zero_router_cost_at', 'sweep_frames',
+           'cheapest_at', 'reference_tier']
 
 # %% ../nbs/27_compare.ipynb #c0a70006
 def zero_router_quality(costs, qualities, c) -> np.ndarray:
@@ -59,22 +61,34 @@ def tier_matrices(test: pd.DataFrame, tiers: Sequence[str] | None = None) -> tup
         raise KeyError(f"some test queries have no outcome at tier(s) {sorted(set(bad))}: the hull needs every tier on every query")
     return wide.index, tiers, Q.to_numpy(float), C.to_numpy(float)
 
+def margin_interval(draws: np.ndarray, level: float = 0.95) -> dict:
+    "Percentile interval of bootstrap margin draws and the share of draws above 0."
+    lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    return {'margin_lo': float(lo), 'margin_hi': float(hi), 'p_margin_positive': float((draws > 1e-12).mean())}
+
 def hull_margins(test: pd.DataFrame, frames: Mapping, tiers: Sequence[str] | None = None, n_boot: int = 1000,
-                 seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+                 seed: int = 0, level: float = 0.95, keep_draws: bool = False):
     "Per frame: quality, cost per query, the Zero router's quality at that cost, margin and its paired bootstrap CI."
     index, tiers, Q, C = tier_matrices(test, tiers)
     n = len(index)
     w = rng(seed, 'hull-bootstrap', n).multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float) / n  # (B, n)
     Qb, Cb = w @ Q, w @ C
-    rows = []
+    rows, draws = [], {}
     for label, frame in frames.items():
         q, c = _per_query(frame, index, label)
         zq = float(zero_router_quality(C.mean(0), Q.mean(0), c.mean()))
-        mb = w @ q - zero_router_quality(Cb, Qb, w @ c)
-        lo, hi = np.quantile(mb, [(1 - level) / 2, (1 + level) / 2])
+        draws[label] = w @ q - zero_router_quality(Cb, Qb, w @ c)
         rows.append({'label': label, 'n_queries': n, 'quality': q.mean(), 'cost_per_query': c.mean(), 'hull_quality': zq,
-                     'margin': q.mean() - zq, 'margin_lo': lo, 'margin_hi': hi, 'p_margin_positive': float((mb > 1e-12).mean())})
-    return pd.DataFrame(rows)
+                     'margin': q.mean() - zq, **margin_interval(draws[label], level)})
+    out = pd.DataFrame(rows)
+    return (out, draws) if keep_draws else out
+
+def zero_router_cost_at(costs, qualities, target: float) -> float:
+    "Least cost at which the Zero router reaches quality `target` (NaN when even its best tier does not)."
+    h = nd_convex_hull(np.c_[np.asarray(costs, float), np.asarray(qualities, float)])
+    if target <= h[0, 1]: return float(h[0, 0])
+    if target > h[-1, 1] + 1e-12: return float('nan')
+    return float(np.interp(target, h[:, 1], h[:, 0]))
 
 # %% ../nbs/27_compare.ipynb #c0a7000e
 def sweep_frames(system: System, values: Sequence | None = None) -> dict:
