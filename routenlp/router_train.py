@@ -39,13 +39,15 @@ class RouterData:
     tiers: list[str]
     acceptable: np.ndarray  # (n, K) float: 1.0 / 0.0 / NaN
     cost: np.ndarray  # (n, K) USD, NaN = no outcome
+    quality: np.ndarray | None = None  # (n, K) float response quality (NaN = no outcome); None: table had none
 
     def __len__(self): return len(self.query_ids)
 
     def subset(self, mask) -> 'RouterData':
         idx = np.flatnonzero(np.asarray(mask, dtype=bool))
         return RouterData([self.query_ids[i] for i in idx], [self.tasks[i] for i in idx], self.splits[idx],
-                          [self.texts[i] for i in idx], list(self.tiers), self.acceptable[idx], self.cost[idx])
+                          [self.texts[i] for i in idx], list(self.tiers), self.acceptable[idx], self.cost[idx],
+                          None if self.quality is None else self.quality[idx])
 
 _KEYS = ['suite', 'task', 'query_id']
 
@@ -77,7 +79,8 @@ def router_data(outcomes: pd.DataFrame, queries: pd.DataFrame, tiers: Sequence[s
     keys = splits.index.to_frame(index=False)
     return RouterData(keys['query_id'].astype(str).tolist(), [f'{s}/{t}' for s, t in zip(keys['suite'], keys['task'])],
                       splits.to_numpy(dtype=object), text.astype(str).tolist(), tiers,
-                      wide('acceptable').to_numpy(float), wide('cost_usd').to_numpy(float))
+                      wide('acceptable').to_numpy(float), wide('cost_usd').to_numpy(float),
+                      wide('quality').to_numpy(float) if 'quality' in outcomes else None)
 
 # %% ../nbs/17_router_train.ipynb #de07b651
 def load_router_data(pairs, seed: int = 0, config: Config | None = None) -> RouterData:
