@@ -5,7 +5,7 @@
 # %% ../nbs/21_evaluation.ipynb #bfd89652
 from __future__ import annotations
 
-import argparse, functools, json, re, sys
+import functools, json, re, sys
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Callable, Mapping, Sequence
@@ -22,7 +22,7 @@ __all__ = ['DECISION_COLUMNS', 'SYSTEMS', 'TABLE_COLUMNS', 'latency_models_for',
            'decisions_from_calls', 'always_frame', 'TaskRun', 'System', 'register_system', 'AlwaysTier', 'Oracle',
            'latency_summary', 'realised_violation', 'evaluate_system', 'operating_curve', 'curve_summary', 'curve_of',
            'sweep_system', 'summarise_seeds', 'format_mean_std', 'sample_test_outcomes', 'reference_systems',
-           'evaluate_recorded', 'format_table', 'build_parser', 'main']
+           'evaluate_recorded', 'format_table']
 
 # %% ../nbs/21_evaluation.ipynb #6788a419
 _STD_NORMAL = NormalDist()
@@ -386,29 +386,6 @@ def format_table(results: pd.DataFrame) -> str:
     fmt.update({c: (lambda v: f'{v:.3f}') for c in ('quality', 'q_ratio', 'cost_ratio', 'PGR', 'top_share', 'SLA_viol')})
     return t.to_string(index=False, formatters=fmt)
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='python -m routenlp.evaluation',
-                                description='Always-Tk and oracle on the recorded suites (simulated latency).')
-    p.add_argument('--batch-size', type=int, default=1,
-                   help='requests per batch on the live path; no effect with recorded tiers')
-    p.add_argument('--num-samples', type=int, default=100, help='test queries per task (0: all)')
-    p.add_argument('--seed', type=int, default=0, help='query sample and latency jitter seed')
-    p.add_argument('--suite', nargs='*', help='recorded suites (default: all configured)')
-    p.add_argument('--config', default=None, help='config YAML (default: configs/default.yaml)')
-    return p
-
-def main(argv: Sequence[str] | None = None) -> int:
-    "Print the reference table; errors a user can fix print one line and return 2."
-    args = build_parser().parse_args(argv)
-    try:
-        config = load_config(args.config)
-        res = evaluate_recorded(config, args.num_samples or None, args.seed, args.suite)
-    except (ConfigError, KeyError, FileNotFoundError, ValueError) as e:
-        print(f'routenlp.evaluation: {e.args[0] if isinstance(e, KeyError) else e}', file=sys.stderr)
-        return 2
-    print(f'# seed {args.seed}, {args.num_samples or "all"} test queries per task; batch size {args.batch_size} '
-          f'(no effect on recorded tiers); latency simulated from evaluation.latency; SLA {config.evaluation.sla_ms:g} ms')
-    print(format_table(res))
-    return 0
-
-if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())
+if __name__ == '__main__' and '__file__' in globals():   # the command lives after every system's notebook
+    from routenlp.evaluation_cli import main
+    sys.exit(main())
