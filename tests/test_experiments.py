@@ -101,3 +101,27 @@ def test_numbers_do_not_depend_on_the_cache_state(data_dir, tmp_path):
     torch.set_num_threads(threads)
     for n in curves[0]:
         pd.testing.assert_frame_equal(curves[0][n], curves[1][n], check_exact=True)
+
+
+def test_main_results_smoke(data_dir, tmp_path):
+    labels = ['random mixing', 'kNN k=10', 'RouteLLM mf', 'FrugalGPT', 'AutoMix-style', 'RouteNLP cascade', 'oracle']
+    tables = run('95_main_results.ipynb', tmp_path, seeds=[0], suites=['routellm'], tasks=['mt_bench'], n_boot=200,
+                 systems=labels, include_enterprise=False, confidence_features='hashing')
+    md, csv = (tables / 'main_results.md').read_text(), pd.read_csv(tables / 'main_results.csv')
+    assert 'seeds [0]' in md and 'Zero router' in md and 'at commit' in md
+    head = md_rows(md, 'suite', 'task', 'system')
+    assert {r[2] for r in head} == set(labels) | {'Always-Tk', 'Zero router (hull)'} == set(csv['system'])
+    rows = csv.set_index('system')
+    # the oracle is above the hull at its one point (CI wholly above 0); Always-Tk points never are
+    assert rows.loc['oracle', 'n_above_hull mean'] == 1 and rows.loc['Always-Tk', 'n_above_hull mean'] == 0
+    zero = rows.loc['Zero router (hull)']
+    assert zero['quality_ratio mean'] == pytest.approx(0.97) and 0 < zero['cost_ratio mean'] <= 1
+    reached = csv[csv['seeds_reaching'] > 0]
+    assert (reached['quality_ratio mean'] >= 0.97 - 1e-9).all()     # the headline point keeps the level
+    pts = pd.read_csv(tables / 'main_results.points.csv')
+    assert (pts['margin_lo'] <= pts['margin_hi']).all() and pts['margin'].notna().all()
+    rl = pd.read_csv(tables / 'routellm_comparison.csv')
+    assert 'RouteLLM published (mf, augmented)' in set(rl['system']) and (rl['task'] == 'mt_bench').all()
+    assert set(pd.read_csv(tables / 'deviations.csv')['baseline']) == {'knn', 'mlp', 'routellm-mf', 'routellm-sw', 'hybrid-det',
+                                                                      'hybrid-trans', 'frugalgpt', 'automix'}
+    assert (tmp_path / 'figures' / 'main_pareto.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
