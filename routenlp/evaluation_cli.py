@@ -38,28 +38,34 @@ def _sampled(run, num_samples: int | None, seed: int):
     run.__dict__.pop('test', None)
     return run
 
+def _pairs(config, suites: Sequence[str] | None, tasks: Sequence[str] | None) -> list[tuple[str, str]]:
+    "(suite, task) pairs of the configured recorded suites, filtered; errors name what is unknown."
+    for suite in suites or ():
+        if suite not in config.suites: raise KeyError(f"unknown suite {suite!r}; configured: {', '.join(config.suites)}")
+    pairs = [(s, t) for s in (suites or list(config.suites)) for t in config.suites[s].tasks if not tasks or t in tasks]
+    if not pairs: raise ValueError(f"no configured task matches --task {' '.join(tasks or [])} in suites {', '.join(suites or config.suites)}")
+    return pairs
+
 def system_table(name: str, params: dict | None = None, config=None, num_samples: int | None = 100, seed: int = 0,
-                 suites: Sequence[str] | None = None) -> pd.DataFrame:
+                 suites: Sequence[str] | None = None, tasks: Sequence[str] | None = None) -> pd.DataFrame:
     "One `evaluate_system` row per (suite, task, knob value) of `SYSTEMS[name](**params)`."
     config, params = config or load_config(), params or {}
     system_cls = SYSTEMS[name]   # KeyError naming the known systems
     rows = []
-    for suite in suites or list(config.suites):
-        if suite not in config.suites: raise KeyError(f"unknown suite {suite!r}; configured: {', '.join(config.suites)}")
-        for task in config.suites[suite].tasks:
-            run = _sampled(prepare_run(suite, task, seed, config), num_samples, seed)
-            system = system_cls(**params).fit(run)
-            frames = {v: system.decisions(v) for v in system.values()}
-            curve = operating_curve(frames, run.test, run.tiers[-1], config, run.tiers[0])
-            for knob, r in curve.iterrows():
-                rows.append({'suite': suite, 'task': task, 'system': f'{name}[{system.knob}={knob}]' if system.knob
-                             else name, **r.to_dict()})
+    for suite, task in _pairs(config, suites, tasks):
+        run = _sampled(prepare_run(suite, task, seed, config), num_samples, seed)
+        system = system_cls(**params).fit(run)
+        frames = {v: system.decisions(v) for v in system.values()}
+        curve = operating_curve(frames, run.test, run.tiers[-1], config, run.tiers[0])
+        for knob, r in curve.iterrows():
+            rows.append({'suite': suite, 'task': task, 'system': f'{name}[{system.knob}={knob:g}]' if isinstance(knob, float)
+                         else f'{name}[{system.knob}={knob}]' if system.knob else name, **r.to_dict()})
     return pd.DataFrame(rows)
 
 # %% ../nbs/28_evaluation_cli.ipynb #e7a10008
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
-def scaling_table(system, batch_sizes: Sequence[int] = BATCH_SIZES, repeats: int = 5) -> pd.DataFrame:
+def scaling_table(system, batch_sizes: Sequence[int] = BATCH_SIZES, repeats: int = 3) -> pd.DataFrame:
     "Per batch size: P50 / P99 ms per batch, ms per query and decisions per second of a fitted system's router."
     router = getattr(system, 'router', None)
     if router is None:
@@ -72,16 +78,19 @@ def scaling_table(system, batch_sizes: Sequence[int] = BATCH_SIZES, repeats: int
     tasks = [f'{s}/{t}' for s, t in zip(test['suite'], test['task'])]
     cached = getattr(router, 'embed_texts', None)
     if cached is not None: router.embed_texts = lambda xs: encode_texts(xs, run.config, batch_size=max(1, len(xs)))
+    if repeats < 1 or any(b < 1 for b in batch_sizes): raise ValueError(f"need repeats >= 1 and batch sizes >= 1, got {repeats}, {list(batch_sizes)}")
     rows = []
     try:
+        router.route(texts[:1], tasks[:1])   # warm-up: sessions, tokenizer, first allocations
+        start = 0
         for b in batch_sizes:
-            if b < 1: raise ValueError(f"batch sizes must be >= 1, got {b}")
-            reps = [(texts * (-(-b * (repeats + 1) // max(len(texts), 1))))[i * b:(i + 1) * b] for i in range(repeats + 1)]
             times = []
-            for i, batch in enumerate(reps):
+            for _ in range(repeats):   # consecutive test texts, wrapping around
+                batch = [texts[(start + j) % len(texts)] for j in range(b)]
+                start += b
                 t0 = time.perf_counter()
-                router.route(batch, tasks[:1] * len(batch))
-                if i: times.append((time.perf_counter() - t0) * 1000)
+                router.route(batch, [tasks[0]] * b)
+                times.append((time.perf_counter() - t0) * 1000)
             t = np.array(times)
             rows.append({'batch_size': b, 'p50_ms_per_batch': float(np.percentile(t, 50)),
                          'p99_ms_per_batch': float(np.percentile(t, 99)), 'ms_per_query': float(np.median(t) / b),
@@ -98,19 +107,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--param', action='append', default=[], metavar='KEY=VALUE',
                    help='system parameter, repeatable (JSON values: router_params=\'{"k": 5}\')')
     p.add_argument('--scaling', action='store_true', help="time the system's router over batch sizes 1..256")
+    p.add_argument('--batch-sizes', type=int, nargs='+', default=list(BATCH_SIZES), help='--scaling batch sizes')
+    p.add_argument('--repeats', type=int, default=3, help='--scaling batches timed per size')
     p.add_argument('--batch-size', type=int, default=1,
                    help='requests per batch on the live path; no effect with recorded tiers')
     p.add_argument('--num-samples', type=int, default=100, help='test queries per task (0: all)')
     p.add_argument('--seed', type=int, default=0, help='query sample, split and latency jitter seed')
     p.add_argument('--suite', nargs='*', help='recorded suites (default: all configured)')
+    p.add_argument('--task', nargs='*', help="tasks of those suites (default: all; --scaling uses the first)")
     p.add_argument('--config', default=None, help='config YAML (default: configs/default.yaml)')
     return p
 
 def _scaling(args, config) -> str:
-    suite = (args.suite or list(config.suites))[0]
-    task = config.suites[suite].tasks[0]
+    suite, task = _pairs(config, args.suite, args.task)[0]
     system = SYSTEMS[args.system](**_parse_params(args.param)).fit(prepare_run(suite, task, args.seed, config))
-    t = scaling_table(system)
+    t = scaling_table(system, args.batch_sizes, args.repeats)
     return (f'# {args.system} {_parse_params(args.param) or ""} on {suite}/{task} test texts, measured on this machine '
             f'(one process; encoder included)\n' + t.to_string(index=False, float_format=lambda v: f'{v:.2f}'))
 
@@ -122,8 +133,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.scaling:
             if not args.system: raise ValueError('--scaling needs --system (a system with a router)')
             print(_scaling(args, config)); return 0
-        res = (system_table(args.system, _parse_params(args.param), config, args.num_samples or None, args.seed, args.suite)
-               if args.system else evaluate_recorded(config, args.num_samples or None, args.seed, args.suite))
+        if args.system:
+            res = system_table(args.system, _parse_params(args.param), config, args.num_samples or None, args.seed,
+                               args.suite, args.task)
+        else:
+            if args.task: raise ValueError('--task applies to --system; the reference table covers whole suites')
+            res = evaluate_recorded(config, args.num_samples or None, args.seed, args.suite)
     except (ConfigError, KeyError, FileNotFoundError, ValueError) as e:
         print(f'routenlp.evaluation: {e.args[0] if isinstance(e, KeyError) else e}', file=sys.stderr)
         return 2

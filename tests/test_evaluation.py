@@ -117,3 +117,30 @@ def test_cli_prints_the_reference_table(config):
     tops = {s: tier_order(load_outcomes(s, sc.tasks[0], config=config))[-1] for s, sc in config.suites.items()}
     top = [b for b in body if b[2] == f'always-{tops[b[0]]}']
     assert len(top) == len(expected) and all(b[5] == '1.000' and b[6] == '1.000' for b in top)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, '-m', 'routenlp.evaluation', *args], cwd=ROOT, capture_output=True, text=True,
+                          env=os.environ.copy(), timeout=600)
+
+
+def test_cli_prints_a_systems_sweep_and_its_scaling_table(config):
+    out = _cli('--system', 'router', '--param', 'router=knn', '--param', 'router_params={"k": 5}', '--suite', 'routellm',
+               '--task', 'mt_bench', '--num-samples', '20')
+    assert out.returncode == 0, out.stderr
+    body = [l.split() for l in out.stdout.splitlines()[2:]]
+    lams = [b[2] for b in body]
+    from routenlp.systems import Routed
+    assert lams == [f'router[lam={v:g}]' for v in Routed.LAMS] and all(b[3] == '20' for b in body)
+    assert {(b[0], b[1]) for b in body} == {('routellm', 'mt_bench')}
+    costs = [float(b[6]) for b in body]
+    assert costs == sorted(costs, reverse=True) and costs[-1] < costs[0]   # a higher price of cost: cheaper routing
+    out = _cli('--system', 'router', '--param', 'router=knn', '--scaling', '--suite', 'routellm', '--task', 'mt_bench',
+               '--batch-sizes', '1', '4', '--repeats', '2')
+    assert out.returncode == 0, out.stderr
+    rows = [l.split() for l in out.stdout.splitlines() if l.strip() and l.split()[0].isdigit()]
+    assert [int(r[0]) for r in rows] == [1, 4] and all(float(r[-1]) > 0 for r in rows)
+    out = _cli('--system', 'cascade', '--scaling', '--suite', 'routellm', '--task', 'mt_bench')
+    assert out.returncode == 2 and 'has no router' in out.stderr
+    out = _cli('--system', 'router', '--suite', 'routellm', '--task', 'gsm9k')
+    assert out.returncode == 2 and 'no configured task matches --task gsm9k' in out.stderr
