@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 
 from .core import Registry
-from .curves import ibc_lift, nd_convex_hull
-from .evaluation import System, TaskRun, always_frame, decisions_from_calls, register_system
+from .curves import ibc_lift
+from .evaluation import System, TaskRun, decisions_from_calls, register_system
 
 # %% auto #0
-__all__ = ['META_VERIFIERS', 'DEVIATIONS', 'tier_matrix', 'train_rows', 'calls_frame', 'mix_gain', 'cascade_walk',
-           'threshold_grid', 'search_cascades', 'FrugalGPT', 'point_statistics', 'score_meta_verifiers', 'AutoMix']
+__all__ = ['META_VERIFIERS', 'DEVIATIONS', 'tier_matrix', 'train_rows', 'calls_frame', 'cascade_walk', 'threshold_grid',
+           'search_cascades', 'FrugalGPT', 'point_statistics', 'score_meta_verifiers', 'AutoMix']
 
 # %% ../nbs/26_cascade_baselines.ipynb #c26a0006
 def _keys(df: pd.DataFrame) -> list[str]: return [c for c in ('suite', 'task', 'query_id') if c in df]
@@ -44,12 +44,6 @@ def train_rows(run: TaskRun) -> pd.DataFrame:
 def calls_frame(queries: pd.DataFrame, tiers: Sequence[str], served: np.ndarray) -> pd.DataFrame:
     "Calls frame for `decisions_from_calls`: query i called tiers[0 .. served[i]] in order."
     return queries.assign(tiers_called=[tuple(tiers[:s + 1]) for s in np.asarray(served, int)])
-
-def mix_gain(frame: pd.DataFrame, outcomes: pd.DataFrame, tiers: Sequence[str]) -> float:
-    "Mean quality of `frame` minus the best random mixture of Always-t (t in `tiers`) on `outcomes` at its mean cost."
-    refs = [always_frame(outcomes, t) for t in tiers]
-    hull = nd_convex_hull(np.array([[r['cost_usd'].mean(), r['quality'].mean()] for r in refs]))
-    return float(frame['quality'].mean() - np.interp(frame['cost_usd'].mean(), hull[:, 0], hull[:, 1]))
 
 # %% ../nbs/26_cascade_baselines.ipynb #c26a0009
 def cascade_walk(g: np.ndarray, c: np.ndarray, taus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
