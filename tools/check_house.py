@@ -23,7 +23,7 @@ def notebook_of(path: Path) -> str | None:
 def _is_main_guard(node) -> bool:
     "`if __name__ == '__main__'` (alone or as one operand of an `and`)."
     if not isinstance(node, ast.If): return False
-    tests = node.test.values if isinstance(node.test, ast.BoolOp) else [node.test]
+    tests = node.test.values if isinstance(node.test, ast.BoolOp) and isinstance(node.test.op, ast.And) else [node.test]
     return any(isinstance(t, ast.Compare) and isinstance(t.left, ast.Name) and t.left.id == '__name__'
                and any(isinstance(c, ast.Constant) and c.value == '__main__' for c in t.comparators) for t in tests)
 
