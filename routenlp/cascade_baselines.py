@@ -13,28 +13,13 @@ import pandas as pd
 
 from .core import Registry
 from .curves import ibc_lift
-from .evaluation import System, TaskRun, decisions_from_calls, register_system
+from .evaluation import System, TaskRun, decisions_from_calls, register_system, tier_matrix
 
 # %% auto #0
-__all__ = ['META_VERIFIERS', 'DEVIATIONS', 'tier_matrix', 'train_rows', 'calls_frame', 'cascade_walk', 'threshold_grid',
-           'search_cascades', 'FrugalGPT', 'point_statistics', 'score_meta_verifiers', 'AutoMix']
+__all__ = ['META_VERIFIERS', 'DEVIATIONS', 'train_rows', 'calls_frame', 'cascade_walk', 'threshold_grid', 'search_cascades',
+           'FrugalGPT', 'point_statistics', 'score_meta_verifiers', 'AutoMix']
 
 # %% ../nbs/26_cascade_baselines.ipynb #c26a0006
-def _keys(df: pd.DataFrame) -> list[str]: return [c for c in ('suite', 'task', 'query_id') if c in df]
-
-def tier_matrix(outcomes: pd.DataFrame, tiers: Sequence[str], column: str) -> tuple[pd.DataFrame, np.ndarray]:
-    "(the queries, an (n, len(tiers)) array of `column` per query and tier); `KeyError` naming what is missing."
-    if column not in outcomes:
-        raise KeyError(f"the outcome table has no column {column!r}; it has {list(outcomes.columns)}")
-    wide = outcomes.set_index(_keys(outcomes) + ['tier'])[column].unstack('tier')
-    missing = [t for t in tiers if t not in wide.columns]
-    if missing: raise KeyError(f"the outcome table has no rows of tier(s) {missing}; its tiers: {sorted(wide.columns)}")
-    arr = wide[list(tiers)].to_numpy(float)
-    if np.isnan(arr).any():
-        i, j = np.argwhere(np.isnan(arr))[0]
-        raise KeyError(f"no {column!r} for query {wide.index[i]} at tier {tiers[j]!r}")
-    return wide.index.to_frame(index=False), arr
-
 def train_rows(run: TaskRun) -> pd.DataFrame:
     "The run's train-split rows, all a baseline here is tuned on; `ValueError` when there are none."
     train = run.outcomes[run.outcomes['split'] == 'train']

@@ -12,7 +12,7 @@ import pandas as pd
 
 from .core import rng
 from .curves import nd_convex_hull
-from .evaluation import System, as_decisions
+from .evaluation import System, as_decisions, tier_matrix
 
 # %% auto #0
 __all__ = ['zero_router_quality', 'tier_matrices', 'margin_interval', 'hull_margins', 'zero_router_cost_at', 'sweep_frames',
@@ -54,12 +54,8 @@ def _per_query(frame: pd.DataFrame, index: pd.MultiIndex, label) -> tuple[np.nda
 def tier_matrices(test: pd.DataFrame, tiers: Sequence[str] | None = None) -> tuple[pd.MultiIndex, list, np.ndarray, np.ndarray]:
     "(query index, tiers, quality (n, K), cost (n, K)) of the test rows; KeyError when a query lacks a tier."
     tiers = list(tiers) if tiers is not None else sorted(test['tier'].unique())
-    wide = test.pivot_table(index=_KEYS, columns='tier', values=['quality', 'cost_usd'], aggfunc='first')
-    Q, C = wide['quality'].reindex(columns=tiers), wide['cost_usd'].reindex(columns=tiers)
-    if Q.isna().any().any() or C.isna().any().any():
-        bad = Q.columns[Q.isna().any()].tolist() + C.columns[C.isna().any()].tolist()
-        raise KeyError(f"some test queries have no outcome at tier(s) {sorted(set(bad))}: the hull needs every tier on every query")
-    return wide.index, tiers, Q.to_numpy(float), C.to_numpy(float)
+    queries, Q = tier_matrix(test, tiers, 'quality')
+    return pd.MultiIndex.from_frame(queries[_KEYS]), tiers, Q, tier_matrix(test, tiers, 'cost_usd')[1]
 
 def margin_interval(draws: np.ndarray, level: float = 0.95) -> dict:
     "Percentile interval of bootstrap margin draws and the share of draws above 0."

@@ -19,10 +19,10 @@ from .curves import aiq, apgr, cpt, ibc_lift, pgr
 
 # %% auto #0
 __all__ = ['DECISION_COLUMNS', 'SYSTEMS', 'TABLE_COLUMNS', 'latency_models_for', 'simulate_latency', 'as_decisions',
-           'decisions_from_calls', 'always_frame', 'TaskRun', 'System', 'register_system', 'AlwaysTier', 'Oracle',
-           'latency_summary', 'realised_violation', 'evaluate_system', 'operating_curve', 'curve_summary', 'curve_of',
-           'sweep_system', 'summarise_seeds', 'format_mean_std', 'sample_test_outcomes', 'reference_systems',
-           'evaluate_recorded', 'format_table']
+           'tier_matrix', 'decisions_from_calls', 'always_frame', 'TaskRun', 'System', 'register_system', 'AlwaysTier',
+           'Oracle', 'latency_summary', 'realised_violation', 'evaluate_system', 'operating_curve', 'curve_summary',
+           'curve_of', 'sweep_system', 'summarise_seeds', 'format_mean_std', 'sample_test_outcomes',
+           'reference_systems', 'evaluate_recorded', 'format_table']
 
 # %% ../nbs/21_evaluation.ipynb #6788a419
 _STD_NORMAL = NormalDist()
@@ -114,6 +114,20 @@ def as_decisions(decisions: pd.DataFrame) -> pd.DataFrame:
 
 def _join_keys(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
     return [c for c in ('suite', 'task', 'query_id') if c in a and c in b]
+
+def tier_matrix(outcomes: pd.DataFrame, tiers: Sequence[str], column: str) -> tuple[pd.DataFrame, np.ndarray]:
+    "(the queries, sorted; an (n, len(tiers)) array of `column` per query and tier); `KeyError` naming what is missing."
+    if column not in outcomes:
+        raise KeyError(f"the outcome table has no column {column!r}; it has {list(outcomes.columns)}")
+    keys = [c for c in ('suite', 'task', 'query_id') if c in outcomes]
+    wide = outcomes.set_index(keys + ['tier'])[column].unstack('tier')
+    missing = [t for t in tiers if t not in wide.columns]
+    if missing: raise KeyError(f"the outcome table has no rows of tier(s) {missing}; its tiers: {sorted(wide.columns)}")
+    arr = wide[list(tiers)].to_numpy(float)
+    if np.isnan(arr).any():
+        i, j = np.argwhere(np.isnan(arr))[0]
+        raise KeyError(f"no outcome at tier {tiers[j]!r} for query {wide.index[i]} (column {column!r})")
+    return wide.index.to_frame(index=False), arr
 
 # %% ../nbs/21_evaluation.ipynb #4d7416e2
 def decisions_from_calls(outcomes: pd.DataFrame, calls: pd.DataFrame, router: bool = False,
