@@ -22,7 +22,7 @@ __all__ = ['DECISION_COLUMNS', 'SYSTEMS', 'TABLE_COLUMNS', 'latency_models_for',
            'tier_matrix', 'decisions_from_calls', 'always_frame', 'TaskRun', 'System', 'register_system', 'AlwaysTier',
            'Oracle', 'latency_summary', 'realised_violation', 'evaluate_system', 'operating_curve', 'curve_summary',
            'curve_of', 'sweep_system', 'summarise_seeds', 'format_mean_std', 'sample_test_outcomes',
-           'reference_systems', 'evaluate_recorded', 'format_table']
+           'reference_systems', 'recorded_pairs', 'evaluate_recorded', 'format_table']
 
 # %% ../nbs/21_evaluation.ipynb #6788a419
 _STD_NORMAL = NormalDist()
@@ -372,19 +372,25 @@ def reference_systems(outcomes: pd.DataFrame, config: Config | None = None) -> d
     always = SYSTEMS['always']().fit(run)
     return {**{f'always-{t}': always.decisions(t) for t in always.values()}, 'oracle': SYSTEMS['oracle']().fit(run).decisions()}
 
+def recorded_pairs(config: Config, suites: Sequence[str] | None = None, tasks: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    "(suite, task) pairs of the configured recorded suites, filtered; errors name what is unknown."
+    for suite in suites or ():
+        if suite not in config.suites: raise KeyError(f"unknown suite {suite!r}; configured: {', '.join(config.suites)}")
+    pairs = [(s, t) for s in (suites or list(config.suites)) for t in config.suites[s].tasks if not tasks or t in tasks]
+    if not pairs: raise ValueError(f"no configured task matches --task {' '.join(tasks or [])} in suites {', '.join(suites or config.suites)}")
+    return pairs
+
 def evaluate_recorded(config: Config | None = None, num_samples: int | None = 100, seed: int = 0,
                       suites: Sequence[str] | None = None, loader: Callable | None = None) -> pd.DataFrame:
     "Reference systems on each recorded suite's test split: one `evaluate_system` row per (suite, task, system)."
     config = config or load_config()
     if loader is None: from routenlp.suites import load_outcomes as loader
     rows = []
-    for suite in suites or list(config.suites):
-        if suite not in config.suites: raise KeyError(f"unknown suite {suite!r}; configured: {', '.join(config.suites)}")
-        for task in config.suites[suite].tasks:
-            df = simulate_latency(sample_test_outcomes(loader(suite, task, config=config), num_samples, seed, suite, task),
-                                  config, seed)
-            for name, dec in reference_systems(df, config).items():
-                rows.append({'suite': suite, 'task': task, 'system': name, **evaluate_system(dec, df, config=config)})
+    for suite, task in recorded_pairs(config, suites):
+        df = simulate_latency(sample_test_outcomes(loader(suite, task, config=config), num_samples, seed, suite, task),
+                              config, seed)
+        for name, dec in reference_systems(df, config).items():
+            rows.append({'suite': suite, 'task': task, 'system': name, **evaluate_system(dec, df, config=config)})
     return pd.DataFrame(rows)
 
 # %% ../nbs/21_evaluation.ipynb #de5e50e2

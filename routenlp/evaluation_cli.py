@@ -14,7 +14,8 @@ import pandas as pd
 import routenlp.baselines, routenlp.cascade_baselines   # noqa: F401 -- they register their systems and routers
 from .core import ConfigError, load_config
 from .encoder import encode_texts
-from .evaluation import SYSTEMS, evaluate_recorded, format_table, operating_curve, sample_test_outcomes
+from .evaluation import (SYSTEMS, TaskRun, evaluate_recorded, format_table, operating_curve, recorded_pairs,
+                                 sample_test_outcomes)
 from .systems import prepare_run
 
 # %% auto #0
@@ -34,17 +35,7 @@ def _parse_params(pairs: Sequence[str]) -> dict:
 def _sampled(run, num_samples: int | None, seed: int):
     keep = sample_test_outcomes(run.outcomes, num_samples, seed, run.outcomes['suite'].iloc[0], run.outcomes['task'].iloc[0])
     rows = (run.outcomes['split'] != 'test') | run.outcomes['query_id'].isin(set(keep['query_id']))
-    run.outcomes = run.outcomes[rows].reset_index(drop=True)
-    run.__dict__.pop('test', None)
-    return run
-
-def _pairs(config, suites: Sequence[str] | None, tasks: Sequence[str] | None) -> list[tuple[str, str]]:
-    "(suite, task) pairs of the configured recorded suites, filtered; errors name what is unknown."
-    for suite in suites or ():
-        if suite not in config.suites: raise KeyError(f"unknown suite {suite!r}; configured: {', '.join(config.suites)}")
-    pairs = [(s, t) for s in (suites or list(config.suites)) for t in config.suites[s].tasks if not tasks or t in tasks]
-    if not pairs: raise ValueError(f"no configured task matches --task {' '.join(tasks or [])} in suites {', '.join(suites or config.suites)}")
-    return pairs
+    return TaskRun(run.outcomes[rows].reset_index(drop=True), run.queries, run.config, run.seed, dropped=run.dropped)
 
 def system_table(name: str, params: dict | None = None, config=None, num_samples: int | None = 100, seed: int = 0,
                  suites: Sequence[str] | None = None, tasks: Sequence[str] | None = None) -> pd.DataFrame:
@@ -52,7 +43,7 @@ def system_table(name: str, params: dict | None = None, config=None, num_samples
     config, params = config or load_config(), params or {}
     system_cls = SYSTEMS[name]   # KeyError naming the known systems
     rows = []
-    for suite, task in _pairs(config, suites, tasks):
+    for suite, task in recorded_pairs(config, suites, tasks):
         run = _sampled(prepare_run(suite, task, seed, config), num_samples, seed)
         system = system_cls(**params).fit(run)
         frames = {v: system.decisions(v) for v in system.values()}
@@ -119,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 def _scaling(args, config) -> str:
-    suite, task = _pairs(config, args.suite, args.task)[0]
+    suite, task = recorded_pairs(config, args.suite, args.task)[0]
     system = SYSTEMS[args.system](**_parse_params(args.param)).fit(prepare_run(suite, task, args.seed, config))
     t = scaling_table(system, args.batch_sizes, args.repeats)
     return (f'# {args.system} {_parse_params(args.param) or ""} on {suite}/{task} test texts, measured on this machine '
