@@ -1,4 +1,4 @@
-"""Smoke runs of the experiment notebooks 92-94 under papermill, as `make reproduce` runs them but with tiny parameters
+"""Smoke runs of the experiment notebooks 92-95 and 97 under papermill, as `make reproduce` runs them but with tiny parameters
 (one seed, one small task, a few sweep points or re-splits, n-gram confidence features) and `out_root` in a temporary
 folder, so the committed tables are untouched. Each must write its Markdown table(s) and the CSV(s) beside them with the
 expected rows; the CSV holds the Markdown table's rows at full precision. Real data (ROUTENLP_DATA_DIR), real code."""
@@ -104,7 +104,8 @@ def test_numbers_do_not_depend_on_the_cache_state(data_dir, tmp_path):
 
 
 def test_main_results_smoke(data_dir, tmp_path):
-    labels = ['random mixing', 'kNN k=10', 'RouteLLM mf', 'FrugalGPT', 'AutoMix-style', 'RouteNLP cascade', 'oracle']
+    labels = ['random mixing', 'kNN k=10', 'RouteLLM mf', 'FrugalGPT', 'AutoMix-style', 'RouteNLP cascade',
+              'RouteNLP joint cascade', 'oracle']
     tables = run('95_main_results.ipynb', tmp_path, seeds=[0], suites=['routellm'], tasks=['mt_bench'], n_boot=200,
                  systems=labels, include_enterprise=False, confidence_features='hashing')
     md, csv = (tables / 'main_results.md').read_text(), pd.read_csv(tables / 'main_results.csv')
@@ -125,3 +126,19 @@ def test_main_results_smoke(data_dir, tmp_path):
     assert set(pd.read_csv(tables / 'deviations.csv')['baseline']) == {'knn', 'mlp', 'routellm-mf', 'routellm-sw', 'hybrid-det',
                                                                       'hybrid-trans', 'frugalgpt', 'automix'}
     assert (tmp_path / 'figures' / 'main_pareto.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_joint_cascade_smoke(data_dir, tmp_path):
+    tables = run('97_joint_cascade.ipynb', tmp_path, seeds=[0], pairs_only=['routerbench/mbpp'], alphas=[0.1], draws=30,
+                 include_enterprise=False, confidence_features='hashing')
+    md = (tables / 'joint_cascade.md').read_text()
+    sig = pd.read_csv(tables / 'joint_cascade.signals.csv')
+    assert sig['tier'].tolist() == ['T1', 'T2', 'T3', 'T4'] and sig['agreement_cheaper'].isna().tolist() == [True, False, False, False]
+    assert sig[['own', 'agreement_all']].apply(lambda c: c.between(0, 1)).all().all()
+    st = pd.read_csv(tables / 'joint_cascade.structure.csv').iloc[0]
+    assert st['answer'] == 'T4' and st['path'].endswith('T4') and st['candidates'] == 27 * 2 - 8   # 8 paths accept nowhere
+    risk = pd.read_csv(tables / 'joint_cascade.risk.csv').set_index('mode')
+    assert risk.loc['per-tier (full path)', 'path'] == 'T1 accept > T2 accept > T3 accept > T4'
+    assert risk.loc['joint (learned path)', 'path'] == st['path'] and (risk['draws'] == 30).all()
+    assert risk['system_risk'].between(0, 1).all() and (risk['bound'] == 0.1 + 1 / (risk['n_cal'] + 1)).all()
+    assert f"{risk.loc['joint (learned path)', 'system_risk']:.4f}" in md and 'seeds [0]' in md and 'at commit' in md
