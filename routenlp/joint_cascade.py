@@ -95,7 +95,7 @@ def serve(z: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
 class JointCascade(System):
     "Cascade on a train-learned path with agreement scores and one conformal bound for the whole cascade; knob: alpha."
     knob = 'alpha'
-    ALPHAS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)   # 1.0: everything served at the first accepting tier
+    ALPHAS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)   # 1.0: all served at the first accepting tier
     STRUCTURES = ('learned', 'full')
 
     def values(self) -> list: return list(self.ALPHAS)
@@ -172,7 +172,8 @@ def structure_report(self: JointCascade, alpha: float) -> pd.DataFrame:
                          'early_share': float((at < len(path) - 1).mean()),
                          'margin': float(q - zero_router_quality(tier_cost, tier_quality, c))})
     rep = pd.DataFrame(rows)
-    return rep.sort_values(['margin', 'train_cost'], ascending=[False, True], kind='stable').reset_index(drop=True)
+    rep['_m'] = rep['margin'].round(9)   # margins equal up to float noise (hull vertices: 0) tie; the cheaper wins
+    return rep.sort_values(['_m', 'train_cost'], ascending=[False, True], kind='stable').drop(columns='_m').reset_index(drop=True)
 
 @patch
 def choose(self: JointCascade, alpha: float) -> tuple:
