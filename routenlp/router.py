@@ -5,7 +5,7 @@
 # %% ../nbs/15_router.ipynb #536e9192
 from __future__ import annotations
 
-import dataclasses, functools, json, math, os, warnings
+import dataclasses, functools, json, math, os, re, shutil, tempfile, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -16,7 +16,7 @@ from fastcore.basics import patch
 from torch import nn
 import torch.nn.functional as F
 
-from .core import Config, ConfigError, Registry, RouterConfig, config_check
+from .core import Config, ConfigError, Registry, RouterConfig, cache_dir, config_check, load_config
 from .core import raw_tokenizer
 from .encoder import encoder_path, ort_session, quantize_int8, torch_threads
 
@@ -24,7 +24,8 @@ from .encoder import encoder_path, ort_session, quantize_int8, torch_threads
 __all__ = ['SPEC_FILE', 'ROUTING_POLICIES', 'ONNX_FP32', 'ONNX_INT8', 'UnknownTaskError', 'task_key', 'shared_prefix',
            'strip_prefix', 'RouterSpec', 'normalised_costs', 'threshold_policy', 'utility_policy', 'route',
            'check_router_policy', 'RouterLoss', 'router_tokenizer', 'tokenize', 'Router', 'MeanPoolEncoder',
-           'EncoderRouter', 'DifficultyAwareRouter', 'export_onnx', 'OnnxRouter']
+           'EncoderRouter', 'DifficultyAwareRouter', 'export_onnx', 'OnnxRouter', 'static_model_dir', 'distil_static',
+           'static_encoder', 'StaticRouter']
 
 # %% ../nbs/15_router.ipynb #0e9f05c0
 class UnknownTaskError(LookupError):
@@ -411,3 +412,46 @@ class OnnxRouter(EncoderRouter):
         return self.session.run(['probs'], {'input_ids': input_ids, 'attention_mask': attention_mask, 'task_ids': task_ids})[0]
 
     def __repr__(self): return f'OnnxRouter({self.path.name}, tiers={self.spec.tiers}, tasks={self.spec.tasks})'
+
+# %% ../nbs/15_router.ipynb #5a7c0002
+def static_model_dir(config: Config | None = None, pca: int | None = None) -> Path:
+    "Where the static model distilled from the router's encoder lives: `<cache dir>/models/model2vec-<encoder>-full` (`-pca<d>`)."
+    config = config or load_config()
+    name = re.sub(r'[^A-Za-z0-9._-]+', '-', config.router.encoder).strip('-') if config.router.encoder else 'minilm'
+    return cache_dir(config, 'models') / f"model2vec-{name}-{f'pca{pca}' if pca else 'full'}"
+
+def distil_static(encoder: str, pca: int | None, target: Path) -> Path:
+    "Distil model2vec static embeddings (PCA to `pca` dims; None: none) from the local sentence encoder at `encoder` into `target`."
+    from model2vec.distill import distill
+    distill(model_name=str(encoder), pca_dims=pca).save_pretrained(str(target))
+    return target
+
+@functools.lru_cache(maxsize=4)
+def _static_model(directory: str):
+    from model2vec import StaticModel
+    return StaticModel.from_pretrained(directory)
+
+def static_encoder(config: Config | None = None, pca: int | None = None, distil: Callable = distil_static):
+    "The model2vec `StaticModel` in `static_model_dir`: distilled there from the local encoder on first use, loaded after."
+    config = config or load_config()
+    target = static_model_dir(config, pca)
+    if not (target / 'config.json').exists():
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f'.{target.name}-'))
+        try:
+            distil(encoder_path(config), pca, tmp)
+            if not (target / 'config.json').exists(): shutil.rmtree(target, ignore_errors=True); tmp.rename(target)
+        finally: shutil.rmtree(tmp, ignore_errors=True)   # gone after the rename, or a loser's / failed copy
+    return _static_model(str(target))
+
+# %% ../nbs/15_router.ipynb #5a7c0006
+class StaticRouter(DifficultyAwareRouter):
+    "The difficulty-aware head on model2vec static query embeddings distilled from the local MiniLM."
+    def __init__(self, spec: RouterSpec, config: Config | None = None, pca: int | None = None, distil: Callable = distil_static):
+        super().__init__(spec)
+        self.pca, self.static = pca, static_encoder(config, pca, distil)
+        if self.static.dim != spec.embedding_dim:
+            raise ValueError(f"the static encoder has {self.static.dim} dimensions, the spec {spec.embedding_dim}")
+        self.embed_texts = self.static.encode
+
+    def attach_encoder(self):
+        raise TypeError("a StaticRouter has no transformer to attach, fine-tune or export: its encoder is a static lookup")

@@ -5,10 +5,10 @@
 # %% ../nbs/17_router_train.ipynb #4a9e7a39
 from __future__ import annotations
 
-import functools, json, math, re, tempfile, time, warnings
+import dataclasses, functools, json, math, re, tempfile, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,15 +18,15 @@ from .confidence import minilm_embeddings
 from .core import Config, Registry, cache_dir, load_config, pool_split, seed_everything, stable_hash
 from .encoder import torch_threads
 from .outcomes import tier_order
-from .router import (DifficultyAwareRouter, OnnxRouter, Router, RouterLoss, RouterSpec, export_onnx,
-                             normalised_costs, shared_prefix, task_key, tokenize)
+from .router import (DifficultyAwareRouter, OnnxRouter, Router, RouterLoss, RouterSpec, StaticRouter, export_onnx,
+                             normalised_costs, shared_prefix, static_encoder, task_key, tokenize)
 
 # %% auto #0
 __all__ = ['ROUTERS', 'WEIGHTS_FILE', 'REPORT_FILE', 'RouterData', 'router_data', 'load_router_data', 'build_spec',
            'validation_mask', 'training_embeddings', 'fit_router', 'evaluate_router', 'router_decisions',
-           'register_router', 'fit_named_router', 'fit_difficulty_aware', 'fit_onnx', 'AlwaysRouter', 'RandomRouter',
-           'OracleRouter', 'router_dir', 'save_router', 'load_router', 'load_report', 'default_router_name',
-           'train_router']
+           'register_router', 'fit_named_router', 'fit_difficulty_aware', 'fit_onnx', 'fit_difficulty_aware_static',
+           'AlwaysRouter', 'RandomRouter', 'OracleRouter', 'router_dir', 'save_router', 'load_router', 'load_report',
+           'default_router_name', 'train_router']
 
 # %% ../nbs/17_router_train.ipynb #124ac8ce
 @dataclass
@@ -136,15 +136,15 @@ def _task_rates(data: RouterData, rows: np.ndarray, spec: RouterSpec) -> np.ndar
         warnings.simplefilter('ignore', RuntimeWarning)
         return np.array([np.nanmean(data.acceptable[rows][tasks == t], axis=0) for t in spec.tasks]).reshape(len(spec.tasks), -1)
 
-def fit_router(data: RouterData, config: Config | None = None, seed: int = 0,
-               embeddings: np.ndarray | None = None) -> tuple[DifficultyAwareRouter, dict]:
-    "Train a router on `data`'s train split (early stopping on a held-out slice of it); returns (router, report)."
+def fit_router(data: RouterData, config: Config | None = None, seed: int = 0, embeddings: np.ndarray | None = None,
+               make: Callable[[RouterSpec], DifficultyAwareRouter] = DifficultyAwareRouter) -> tuple[DifficultyAwareRouter, dict]:
+    "Train `make(spec)` (default: a `DifficultyAwareRouter`) on `data`'s train split, early stopping on a held-out slice; (router, report)."
     config = config or load_config()
     # the frozen-encoder head is a few small matmuls: one thread is fastest, and on a busy machine several
     # threads are 10-40x slower (measured: 11 s vs 0.3 s for the synthetic check below); one fixed thread count
     # also keeps the float arithmetic, hence the weights, the same on every machine
     with torch_threads(None if config.router.finetune_encoder else 1):
-        return _fit(data, config, seed, embeddings)
+        return _fit(data, config, seed, embeddings, make)
 
 def _features(router: DifficultyAwareRouter, data: RouterData, config: Config, fit_idx, embeddings):
     "idx -> (len(idx), d) embeddings: cached vectors (frozen) or the trainable transformer (fine-tuning)."
@@ -167,7 +167,7 @@ def _features(router: DifficultyAwareRouter, data: RouterData, config: Config, f
     return lambda idx: X[idx]
 
 # %% ../nbs/17_router_train.ipynb #e525e002
-def _fit(data: RouterData, config: Config, seed: int, embeddings) -> tuple[DifficultyAwareRouter, dict]:
+def _fit(data: RouterData, config: Config, seed: int, embeddings, make=DifficultyAwareRouter) -> tuple[DifficultyAwareRouter, dict]:
     rc = config.router
     start = time.perf_counter()
     spec = build_spec(data, config)
@@ -175,7 +175,7 @@ def _fit(data: RouterData, config: Config, seed: int, embeddings) -> tuple[Diffi
     fit_idx = np.flatnonzero((data.splits == 'train') & ~is_val)
     val_idx = np.flatnonzero(is_val)
     seed_everything(seed)
-    router = DifficultyAwareRouter(spec)
+    router = make(spec)
     task_ids = torch.from_numpy(spec.task_ids(data.tasks))
     y = torch.tensor(data.acceptable, dtype=torch.float32)
     cost_norm = torch.tensor(normalised_costs(spec.cost_matrix(data.tasks)), dtype=torch.float32)
@@ -302,6 +302,20 @@ def fit_onnx(data: RouterData, config: Config | None = None, seed: int = 0, quan
     with tempfile.TemporaryDirectory() as d:
         export_onnx(torch_router, d, quantize=quantized is not False)
         return OnnxRouter.load(d, quantized)
+
+# %% ../nbs/17_router_train.ipynb #5a7c1002
+@register_router('difficulty-aware-static')
+def fit_difficulty_aware_static(data: RouterData, config: Config | None = None, seed: int = 0, pca: int | None = None,
+                                embeddings: np.ndarray | None = None, **knobs) -> StaticRouter:
+    "`fit_router` on static model2vec embeddings (`StaticRouter`); `knobs` override `config.router` for this router."
+    config = config or load_config()
+    config = dataclasses.replace(config, router=dataclasses.replace(config.router, finetune_encoder=False, **knobs))
+    encoder = static_encoder(config, pca)
+    if embeddings is None:
+        embeddings = encoder.encode(build_spec(data, config).prepare(data.texts, data.tasks))
+    make = lambda spec: StaticRouter(dataclasses.replace(spec, embedding_dim=encoder.dim), config, pca)
+    router, router.report = fit_router(data, config, seed, embeddings, make=make)
+    return router
 
 # %% ../nbs/17_router_train.ipynb #a0be0004
 class AlwaysRouter(Router):
