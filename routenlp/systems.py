@@ -22,7 +22,8 @@ from .router_train import RouterData, fit_named_router, router_data
 from .suites import load_outcomes, load_queries
 
 # %% auto #0
-__all__ = ['prepare_run', 'router_data_of', 'router_key', 'fit_suite_routers', 'router_for', 'Cascade', 'Routed', 'RoutedCascade']
+__all__ = ['DEFAULT_ROUTER', 'prepare_run', 'router_data_of', 'router_key', 'fit_suite_routers', 'router_for', 'Cascade',
+           'Routed', 'RoutedCascade']
 
 # %% ../nbs/22_systems.ipynb #5a000006
 def prepare_run(suite: str, task: str, seed: int, config: Config | None = None) -> TaskRun:
@@ -43,7 +44,9 @@ def router_key(name: str, params: dict | None = None) -> str:
     "How a run keys a router fitted with `params`: `knn(k=5)`; the bare name without params."
     return name if not params else f"{name}({', '.join(f'{k}={v}' for k, v in sorted(params.items()))})"
 
-def fit_suite_routers(runs: Sequence[TaskRun], names: Sequence = ('difficulty-aware',)) -> dict[str, Router]:
+DEFAULT_ROUTER = 'difficulty-aware-static'   # RouteNLP's router: static embeddings, ~1 ms a decision (benchmarks/router_latency_auroc.md)
+
+def fit_suite_routers(runs: Sequence[TaskRun], names: Sequence = (DEFAULT_ROUTER,)) -> dict[str, Router]:
     "Fit each `ROUTERS` entry in `names` (a name, or (name, params)) once on all `runs` (one suite, one seed); give it to every run."
     runs = list(runs)
     data = router_data_of(runs)
@@ -89,7 +92,7 @@ class Routed(System):
         super().fit(run)
         self.policy = self.params.get('policy', 'utility')
         self.knob = 'lam' if self.policy == 'utility' else 'p_star'
-        self.router = router_for(run, self.params.get('router', 'difficulty-aware'), self.params.get('router_params'))
+        self.router = router_for(run, self.params.get('router', DEFAULT_ROUTER), self.params.get('router_params'))
         test = run.test.drop_duplicates(['task', 'query_id'])
         text = run.queries.drop_duplicates(['task', 'query_id']).set_index(['task', 'query_id'])['text']
         self.ids = test['query_id'].tolist()
