@@ -18,7 +18,7 @@ from .core import Config, ConfigError, Registry, cache_dir, config_check, load_c
 
 # %% auto #0
 __all__ = ['FEATURIZERS', 'EmbeddingStore', 'embedding_store', 'minilm_embeddings', 'check_confidence_features', 'task_features',
-           'CellModel', 'ConfidenceEstimator', 'score_confidence', 'fill_confidence']
+           'CellModel', 'fit_logistic_cell', 'ConfidenceEstimator', 'score_confidence', 'fill_confidence']
 
 # %% ../nbs/16_confidence.ipynb #37c50a71
 def _text_key(text: str) -> str: return hashlib.sha256(text.encode()).hexdigest()[:32]
@@ -158,7 +158,8 @@ def _pipeline(C: float, seed: int, sparse: bool):
     from sklearn.linear_model import LogisticRegression
     return LogisticRegression(C=C, solver='liblinear' if sparse else 'lbfgs', max_iter=2000, random_state=seed)
 
-def _fit_cell(X, y: np.ndarray, seed: int, Cs, folds: int, min_class: int):
+def fit_logistic_cell(X, y: np.ndarray, seed: int, Cs, folds: int, min_class: int):
+    "Logistic regression with C chosen by cross-fitted log loss: (model, C, out-of-fold P(y)), or Nones below `min_class` of a class."
     import scipy.sparse as sp
     from sklearn.model_selection import StratifiedKFold
     from threadpoolctl import threadpool_limits
@@ -203,7 +204,7 @@ class ConfidenceEstimator:
                 if tiers is not None and tier not in tiers: continue
                 mask = is_train & (rows['tier'] == tier).to_numpy()
                 y = rows['acceptable'].to_numpy(bool)[mask]
-                model, C, oof = _fit_cell(X[mask], y, self.seed, self.Cs, self.folds, self.min_class)
+                model, C, oof = fit_logistic_cell(X[mask], y, self.seed, self.Cs, self.folds, self.min_class)
                 rate = (y.sum() + 1) / (len(y) + 2)
                 self.cells[(suite, task, tier)] = CellModel(
                     suite, task, tier, 'constant' if model is None else 'logreg', C, len(y), float(rate), model,

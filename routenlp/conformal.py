@@ -17,8 +17,8 @@ from .core import Config, ConfigError, Registry, config_check, load_config, rng
 from .outcomes import tier_order
 
 # %% auto #0
-__all__ = ['STATUSES', 'LTT_PVALUES', 'CALIBRATION_METHODS', 'CellResult', 'crc_threshold', 'ltt_min_points', 'ltt_grid',
-           'ltt_threshold', 'check_cascade_method', 'ConformalCalibrator', 'synthetic_outcomes']
+__all__ = ['STATUSES', 'LTT_PVALUES', 'CALIBRATION_METHODS', 'CellResult', 'crc_allowed', 'crc_threshold', 'ltt_min_points',
+           'ltt_grid', 'ltt_threshold', 'check_cascade_method', 'ConformalCalibrator', 'synthetic_outcomes']
 
 # %% ../nbs/18_conformal.ipynb #71748dc4
 STATUSES = ('ok', 'too few points', 'infeasible', 'last tier')
@@ -38,12 +38,16 @@ def _escalate_all(n: int, status: str, reason: str, bound: float = math.nan) -> 
     return CellResult(math.inf, n, 0.0, 0.0, bound, status, reason)
 
 # %% ../nbs/18_conformal.ipynb #0060835c
+def crc_allowed(n: int, alpha: float) -> int:
+    "Losses CRC allows among n calibration points for a 0/1 loss: the largest m with (m + 1) / (n + 1) <= alpha (< 0: none)."
+    return math.floor(alpha * (n + 1) - 1 + 1e-9)
+
 def crc_threshold(confidence, unacceptable, alpha: float) -> CellResult:
     "CRC threshold: P(c >= tau and unacceptable) <= alpha in expectation over calibration draws."
     c, u = np.asarray(confidence, float), np.asarray(unacceptable, bool)
     n = len(c)
     if n == 0: return _escalate_all(0, 'too few points', 'no calibration points')
-    m = math.floor(alpha * (n + 1) - 1 + 1e-9)       # accepted unacceptable points allowed
+    m = crc_allowed(n, alpha)                        # accepted unacceptable points allowed
     if m < 0:
         return _escalate_all(n, 'infeasible', f'1/(n+1) = {1 / (n + 1):.3f} > alpha = {alpha}: CRC needs '
                                               f'n >= {math.ceil(1 / alpha - 1)} calibration points', 1 / (n + 1))

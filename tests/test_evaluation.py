@@ -140,6 +140,10 @@ def test_cli_prints_a_systems_sweep_and_its_scaling_table(config):
     assert out.returncode == 0, out.stderr
     rows = [l.split() for l in out.stdout.splitlines() if l.strip() and l.split()[0].isdigit()]
     assert [int(r[0]) for r in rows] == [1, 4] and all(float(r[-1]) > 0 for r in rows)
+    out = _cli('--system', 'joint-cascade', '--suite', 'routellm', '--task', 'mt_bench', '--num-samples', '20')
+    assert out.returncode == 0, out.stderr          # every registered system runs from the CLI, the joint cascade too
+    from routenlp.joint_cascade import JointCascade
+    assert [l.split()[2] for l in out.stdout.splitlines()[2:]] == [f'joint-cascade[alpha={v:g}]' for v in JointCascade.ALPHAS]
     out = _cli('--system', 'cascade', '--scaling', '--suite', 'routellm', '--task', 'mt_bench')
     assert out.returncode == 2 and 'has no router' in out.stderr
     out = _cli('--system', 'router', '--suite', 'routellm', '--task', 'gsm9k')

@@ -141,4 +141,6 @@ def test_joint_cascade_smoke(data_dir, tmp_path):
     assert risk.loc['per-tier (full path)', 'path'] == 'T1 accept > T2 accept > T3 accept > T4'
     assert risk.loc['joint (learned path)', 'path'] == st['path'] and (risk['draws'] == 30).all()
     assert risk['system_risk'].between(0, 1).all() and (risk['bound'] == 0.1 + 1 / (risk['n_cal'] + 1)).all()
+    joint = risk.loc['joint (learned path)']   # CRC: mean risk <= alpha; 30 draws of one seed, so allow 3 standard errors
+    assert joint['system_risk'] <= joint['bound_loss'] <= joint['bound'] + 3 * joint['system_risk_se']
     assert f"{risk.loc['joint (learned path)', 'system_risk']:.4f}" in md and 'seeds [0]' in md and 'at commit' in md
