@@ -423,7 +423,8 @@ def static_model_dir(config: Config | None = None, pca: int | None = None) -> Pa
 def distil_static(encoder: str, pca: int | None, target: Path) -> Path:
     "Distil model2vec static embeddings (PCA to `pca` dims; None: none) from the local sentence encoder at `encoder` into `target`."
     from model2vec.distill import distill
-    distill(model_name=str(encoder), pca_dims=pca).save_pretrained(str(target))
+    with torch_threads(1):   # the same sums in the same order on every machine: CPU, one thread
+        distill(model_name=str(encoder), pca_dims=pca, device='cpu').save_pretrained(str(target))
     return target
 
 @functools.lru_cache(maxsize=4)
@@ -439,7 +440,9 @@ def static_encoder(config: Config | None = None, pca: int | None = None, distil:
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f'.{target.name}-'))
         try:
             distil(encoder_path(config), pca, tmp)
-            if not (target / 'config.json').exists(): shutil.rmtree(target, ignore_errors=True); tmp.rename(target)
+            try: tmp.rename(target)   # atomic; another process may have renamed its copy first
+            except OSError:
+                if not (target / 'config.json').exists(): raise
         finally: shutil.rmtree(tmp, ignore_errors=True)   # gone after the rename, or a loser's / failed copy
     return _static_model(str(target))
 
