@@ -5,17 +5,17 @@
 # %% ../nbs/24_cli.ipynb #60b70669
 from __future__ import annotations
 
-import argparse, dataclasses, importlib, json, sys
+import argparse, dataclasses, importlib, json, os, sys
 from pathlib import Path
 from typing import Callable
 
 import yaml
 
-from .core import ConfigError, DataDirError, cache_dir, load_config, resolve_data_dir
+from .core import CONFIG_ENV_VAR, ConfigError, DataDirError, cache_dir, load_config, resolve_data_dir
 
 # %% auto #0
-__all__ = ['CONFIG_MODULES', 'COMMANDS', 'cmd_config', 'cmd_data_report', 'cmd_build_outcomes', 'cmd_collect', 'build_parser',
-           'main']
+__all__ = ['CONFIG_MODULES', 'SERVING_APP', 'COMMANDS', 'cmd_config', 'cmd_data_report', 'cmd_build_outcomes', 'cmd_collect',
+           'cmd_serve', 'build_parser', 'main']
 
 # %% ../nbs/24_cli.ipynb #c11c0002
 CONFIG_MODULES = ('routenlp.suites', 'routenlp.portfolio', 'routenlp.router', 'routenlp.confidence', 'routenlp.conformal')
@@ -84,6 +84,19 @@ def cmd_collect(args) -> int:
               f'({r.queries_per_s:.2f} q/s); errors: {errors}')
     return 0
 
+# %% ../nbs/24_cli.ipynb #c24e5e02
+SERVING_APP = 'routenlp.serving_app:create_app'   # an app factory uvicorn imports by name (`--factory`)
+
+def cmd_serve(args) -> int:
+    "Run the gateway under uvicorn until interrupted."
+    import uvicorn
+    _config(args)
+    if args.config: os.environ[CONFIG_ENV_VAR] = str(Path(args.config).resolve())
+    for name, value in (('ROUTENLP_GATEWAY_TASKS', args.tasks), ('ROUTENLP_GATEWAY_TIERS', args.tiers)):
+        if value: os.environ[name] = value
+    uvicorn.run(SERVING_APP, factory=True, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
 # %% ../nbs/24_cli.ipynb #7902e9f4
 COMMANDS: dict[str, tuple[Callable, str, Callable]] = {
     'config': (cmd_config, 'print the resolved configuration', lambda p: None),
@@ -101,6 +114,11 @@ COMMANDS: dict[str, tuple[Callable, str, Callable]] = {
                            p.add_argument('--chunk-size', type=int, default=16, help='rows written per checkpoint'),
                            p.add_argument('--out-dir', default=None, help='where the tables go (default: outcomes/enterprise)'),
                            p.add_argument('--quiet', action='store_true', help='no progress bars'))),
+    'serve': (cmd_serve, 'run the gateway (OpenAI-compatible routing server) under uvicorn',
+              lambda p: (p.add_argument('--host', default='127.0.0.1'), p.add_argument('--port', type=int, default=8080),
+                         p.add_argument('--tasks', default=None, help='comma-separated enterprise tasks (default: all six)'),
+                         p.add_argument('--tiers', default=None, help='comma-separated tier names (default: enabled tiers)'),
+                         p.add_argument('--log-level', default='info', help='uvicorn log level'))),
 }
 
 def build_parser() -> argparse.ArgumentParser:

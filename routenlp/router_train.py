@@ -22,7 +22,7 @@ from .router import (DifficultyAwareRouter, OnnxRouter, Router, RouterLoss, Rout
                              normalised_costs, shared_prefix, static_encoder, task_key, tokenize)
 
 # %% auto #0
-__all__ = ['ROUTERS', 'WEIGHTS_FILE', 'REPORT_FILE', 'RouterData', 'router_data', 'load_router_data', 'build_spec',
+__all__ = ['ROUTERS', 'WEIGHTS_FILE', 'REPORT_FILE', 'STATIC_FILE', 'RouterData', 'router_data', 'load_router_data', 'build_spec',
            'validation_mask', 'training_embeddings', 'fit_router', 'evaluate_router', 'router_decisions',
            'register_router', 'fit_named_router', 'fit_difficulty_aware', 'fit_onnx', 'fit_difficulty_aware_static',
            'AlwaysRouter', 'RandomRouter', 'OracleRouter', 'router_dir', 'save_router', 'load_router', 'load_report',
@@ -375,7 +375,7 @@ class OracleRouter(Router):
 ROUTERS.update({'always': AlwaysRouter.fit, 'random': RandomRouter.fit, 'oracle': OracleRouter.fit})
 
 # %% ../nbs/17_router_train.ipynb #76558341
-WEIGHTS_FILE, REPORT_FILE = 'router.pt', 'report.json'
+WEIGHTS_FILE, REPORT_FILE, STATIC_FILE = 'router.pt', 'report.json', 'static.json'
 
 def router_dir(name: str, config: Config | None = None) -> Path:
     "`<cache dir>/routers/<name>` (created)."
@@ -387,15 +387,17 @@ def save_router(router: DifficultyAwareRouter, directory: Path | str, report: di
     directory = Path(directory)
     router.spec.save(directory)
     torch.save(router.trainable_state(), directory / WEIGHTS_FILE)
+    if isinstance(router, StaticRouter): (directory / STATIC_FILE).write_text(json.dumps({'pca': router.pca}) + '\n')
     if report is not None: (directory / REPORT_FILE).write_text(json.dumps(report, indent=2, default=str) + '\n')
     return directory
 
-def load_router(directory: Path | str) -> DifficultyAwareRouter:
-    "The router saved in `directory` (eval mode)."
+def load_router(directory: Path | str, config: Config | None = None) -> DifficultyAwareRouter:
+    "The router saved in `directory` (eval mode); a `StaticRouter` finds its static model in `config`'s cache dir."
     directory = Path(directory)
     spec = RouterSpec.load(directory)
     if not (directory / WEIGHTS_FILE).exists(): raise FileNotFoundError(f"no router weights at {directory / WEIGHTS_FILE}")
-    router = DifficultyAwareRouter(spec)
+    static = directory / STATIC_FILE
+    router = StaticRouter(spec, config, json.loads(static.read_text())['pca']) if static.exists() else DifficultyAwareRouter(spec)
     if spec.config.finetune_encoder: router.attach_encoder()
     router.load_state_dict(torch.load(directory / WEIGHTS_FILE, weights_only=True))
     return router.eval()
