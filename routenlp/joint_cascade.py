@@ -15,7 +15,7 @@ from fastcore.basics import patch
 from .agreement import PathConfidence
 from .compare import reference_tier, zero_router_quality
 from .conformal import crc_allowed
-from .core import Registry
+from .core import Registry, rng
 from .evaluation import System, TaskRun, decisions_from_calls, register_system, tier_matrix
 
 # %% auto #0
@@ -26,10 +26,13 @@ __all__ = ['ROLES', 'STRUCTURES', 'SIGNALS', 'SCORE_FAMILIES', 'GUARANTEES', 'ca
 # %% ../nbs/29_joint_cascade.ipynb #c30a0006
 ROLES = ('accept', 'vote')
 
+def _below(tiers: Sequence[str], answer: str) -> list[str]:
+    if answer not in tiers: raise ValueError(f"answering tier {answer!r} is not among {list(tiers)}")
+    return list(tiers)[:list(tiers).index(answer)]
+
 def candidate_paths(tiers: Sequence[str], answer: str) -> list[tuple]:
     "Every path ending at `answer`: each tier before it (in `tiers` order) skipped, voting or accepting."
-    if answer not in tiers: raise ValueError(f"answering tier {answer!r} is not among {list(tiers)}")
-    below = list(tiers)[:list(tiers).index(answer)]
+    below = _below(tiers, answer)
     paths = []
     for roles in itertools.product((None,) + ROLES, repeat=len(below)):
         paths.append(tuple((t, r) for t, r in zip(below, roles) if r) + ((answer, 'answer'),))
@@ -41,8 +44,7 @@ STRUCTURES.register('learned')(candidate_paths)
 @STRUCTURES.register('full')
 def full_path(tiers: Sequence[str], answer: str) -> list[tuple]:
     "The one path on which every tier below `answer` accepts: the old cascade's shape."
-    below = list(tiers)[:list(tiers).index(answer)]
-    return [tuple((t, 'accept') for t in below) + ((answer, 'answer'),)]
+    return [tuple((t, 'accept') for t in _below(tiers, answer)) + ((answer, 'answer'),)]
 
 def path_label(path) -> str:
     "`T1 vote > T3 accept > T4` style."
@@ -216,7 +218,6 @@ def decisions(self: JointCascade, value=None) -> pd.DataFrame:
 @patch
 def resplit(self: JointCascade, alpha: float, draws: int = 200, seed: int = 0) -> dict:
     "System risk P(bad answer served before the answering tier) over `draws` re-splits of calibration + test at `alpha`."
-    from routenlp.core import rng
     if draws < 1: raise ValueError(f"draws must be >= 1, got {draws}")
     path, family = self.choose(alpha)
     z, bad = self.candidate(path, family)

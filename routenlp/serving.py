@@ -32,8 +32,9 @@ SUITE = 'enterprise'
 MANIFEST = 'gateway.json'
 
 def _finite(v):
-    "A JSON-safe number: None for NaN / ±inf (and for None)."
-    return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
+    "JSON-safe: None for None, NaN and ±inf; a float (numpy's too) as a Python float; anything else unchanged."
+    if isinstance(v, (float, np.floating)): return float(v) if math.isfinite(v) else None
+    return v
 
 @dataclass
 class GatewayModels:
@@ -184,9 +185,6 @@ class Gateway:
     def __repr__(self): return f"Gateway(tiers={self.names}, tasks={self.tasks}, router={type(self.models.router).__name__})"
 
 # %% ../nbs/31_serving.ipynb #a31f0013
-def _num(v: float):
-    return None if v is None or not math.isfinite(v) else float(v)
-
 @patch
 def decide(self: Gateway, texts: Sequence[str], tasks: Sequence[str]) -> list[dict]:
     "One decision per query: id, task, start tier, P(acceptable) per live tier, policy, router latency (ms)."
@@ -210,7 +208,7 @@ def decide(self: Gateway, texts: Sequence[str], tasks: Sequence[str]) -> list[di
     for i, task in enumerate(tasks):
         self.metrics.decisions.labels(task, self.names[start[i]]).inc()
         out.append({'decision_id': uuid.uuid4().hex, 'task': task, 'start_tier': self.names[start[i]],
-                    'p_acceptable': {n: _num(probs[i, j]) for j, n in enumerate(self.names)},
+                    'p_acceptable': {n: _finite(probs[i, j]) for j, n in enumerate(self.names)},
                     'policy': self.config.router.policy, 'router_latency_ms': ms})
     return out
 
@@ -229,7 +227,7 @@ def _threshold_entry(engine: CascadeEngine, tier: str, task: str) -> tuple[float
     tau = engine.threshold(tier, task)
     if tier == engine.tiers[-1]: return None, 'last tier: always answers'
     if tau == math.inf: return None, 'uncalibrated cell: escalates every answer'
-    return _num(tau), None
+    return _finite(tau), None
 
 # %% ../nbs/31_serving.ipynb #a31f0016
 @patch
@@ -238,7 +236,7 @@ def _trace(self: Gateway, engine: CascadeEngine, decision: dict, row, calls: lis
     for tier, r in calls:
         tau, note = _threshold_entry(engine, tier, task)
         kept = bool(engine.accepts(tier, [task], [r.confidence], [r.error])[0])
-        steps.append({'tier': tier, 'confidence': _num(r.confidence), 'threshold': tau, 'accepted': kept,
+        steps.append({'tier': tier, 'confidence': _finite(r.confidence), 'threshold': tau, 'accepted': kept,
                       **({'threshold_note': note} if note else {}), 'error': r.error_reason if r.error else None,
                       'latency_ms': r.latency_ms, 'cost_usd': r.cost_usd,
                       'input_tokens': r.input_tokens, 'output_tokens': r.output_tokens})

@@ -23,10 +23,10 @@ from .serving import Gateway, GatewayMetrics, GatewayModels, UnknownTask, load_o
 from .systems import DEFAULT_ROUTER
 
 # %% auto #0
-__all__ = ['PUBLIC_PATHS', 'ROUTES', 'GatewayError', 'validation_error', 'load_api_keys', 'key_error', 'Guard', 'RouteRequest',
-           'BatchRequest', 'ChatMessage', 'ChatRequest', 'env_list', 'create_app', 'tier_health', 'health', 'metrics',
-           'route_one', 'route_batch', 'model_ids', 'list_models', 'resolve_model', 'query_text', 'completion',
-           'trace_headers', 'sse_chunks', 'chat_completions']
+__all__ = ['PUBLIC_PATHS', 'ROUTES', 'GatewayError', 'unknown_task', 'validation_error', 'load_api_keys', 'key_error', 'Guard',
+           'RouteRequest', 'BatchRequest', 'ChatMessage', 'ChatRequest', 'env_list', 'create_app', 'tier_health',
+           'health', 'metrics', 'route_one', 'route_batch', 'model_ids', 'list_models', 'resolve_model', 'query_text',
+           'completion', 'trace_headers', 'sse_chunks', 'chat_completions']
 
 # %% ../nbs/32_serving_app.ipynb #a32f0006
 class GatewayError(Exception):
@@ -40,6 +40,10 @@ class GatewayError(Exception):
     def body(self) -> dict: return {'error': {'message': self.message, 'type': self.type, 'param': self.param, 'code': self.code}}
 
     def response(self) -> JSONResponse: return JSONResponse(self.body, status_code=self.status)
+
+def unknown_task(e: UnknownTask) -> GatewayError:
+    "The 400 for a task the gateway does not serve (the message lists the ones it does)."
+    return GatewayError(400, str(e), 'task', 'unknown_task')
 
 def validation_error(errors: Sequence[dict], status: int = 422) -> GatewayError:
     "A GatewayError naming the first bad field of pydantic `errors` (and how many others)."
@@ -194,7 +198,7 @@ def create_app(config: Config | None = None, *, portfolio=None, api_keys: Sequen
     app.add_exception_handler(GatewayError, lambda req, e: e.response())
     app.add_exception_handler(RequestValidationError, lambda req, e: validation_error(e.errors()).response())
     app.add_exception_handler(StarletteHTTPException, lambda req, e: GatewayError(e.status_code, str(e.detail), code='http_error').response())
-    app.add_exception_handler(UnknownTask, lambda req, e: GatewayError(400, str(e), 'task', 'unknown_task').response())
+    app.add_exception_handler(UnknownTask, lambda req, e: unknown_task(e).response())
     for path, fn, methods in ROUTES: app.add_api_route(path, fn, methods=methods)
     return app
 
@@ -234,7 +238,8 @@ async def route_one(body: RouteRequest, request: Request):
 def _item(raw, gw: Gateway) -> RouteRequest | dict:
     try: item = RouteRequest.model_validate(raw)
     except ValidationError as e: return validation_error(e.errors(include_url=False)).body
-    if item.task not in gw.tasks: return GatewayError(400, f"unknown task {item.task!r}; this gateway serves: {', '.join(gw.tasks)}", 'task', 'unknown_task').body
+    try: gw.check_task(item.task)
+    except UnknownTask as e: return unknown_task(e).body
     return item
 
 async def route_batch(body: BatchRequest, request: Request):
