@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from routenlp.core import load_config
 from routenlp.data import load_benchmark
 from routenlp.router import StaticRouter
-from routenlp.serving import load_gateway_models, load_or_fit, models_dir
-from routenlp.serving_app import create_app
+from routenlp.serving.core import load_gateway_models, load_or_fit, models_dir
+from routenlp.serving.app import create_app
 from routenlp.tiers import TierRequest
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,8 +16,14 @@ PKG = 'routenlp'
 
 
 def notebook_of(path: Path) -> str | None:
-    m = re.search(r'File to edit: \.\./nbs/(\S+?)\.ipynb', path.read_text()[:600])
+    m = re.search(r'File to edit: (?:\.\./)+nbs/(\S+?)\.ipynb', path.read_text()[:600])
     return m.group(1) if m else None
+
+
+def modules(root: Path = ROOT) -> dict[str, Path]:
+    "{dotted name below the package: path} of every module, subpackages included (`serving.core`); `_*` files skipped."
+    return {'.'.join(p.relative_to(root / PKG).with_suffix('').parts): p
+            for p in sorted((root / PKG).rglob('*.py')) if not p.stem.startswith('_')}
 
 
 def _is_main_guard(node) -> bool:
@@ -38,26 +44,24 @@ def _nodes(tree):
 
 
 def imports_of(path: Path, module: str) -> set[str]:
-    "Every `routenlp.*` module that `path` imports anywhere in its body (outside a `__main__` guard)."
-    found = set()
+    "Every `routenlp.*` module (dotted below the package) that `path` imports anywhere outside a `__main__` guard."
+    found, package = set(), [PKG] + module.split('.')[:-1]
     for node in _nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
-            if node.level:   # relative: .x -> routenlp.x ; from . import x -> routenlp.x
-                base = PKG + ('.' + node.module if node.module else '')
-                found |= {base} if node.module else {f'{PKG}.{a.name}' for a in node.names}
-            elif node.module:
-                found.add(node.module)
-                if node.module == PKG: found |= {f'{PKG}.{a.name}' for a in node.names}
+            base = '.'.join(package[:len(package) - node.level + 1] + [node.module] if node.module else
+                            package[:len(package) - node.level + 1]) if node.level else node.module
+            if base:   # `from x import y`: x, and x.y in case y is a submodule (kept only if it is one)
+                found |= {base} | {f'{base}.{a.name}' for a in node.names}
         elif (isinstance(node, ast.Call) and getattr(node.func, 'attr', getattr(node.func, 'id', None)) == 'import_module'
               and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
             found.add(node.args[0].value)
-    return {m.split('.')[1] for m in found if m.startswith(PKG + '.') and m.count('.') >= 1} - {module}
+    return {m[len(PKG) + 1:] for m in found if m.startswith(PKG + '.')} - {module}
 
 
 def graph(root: Path = ROOT):
-    mods = {p.stem: p for p in (root / PKG).glob('*.py') if not p.stem.startswith('_')}
+    mods = modules(root)
     return {m: imports_of(p, m) & set(mods) for m, p in mods.items()}, {m: notebook_of(p) for m, p in mods.items()}
 
 
@@ -94,7 +98,7 @@ MAX_MODULE_LINES, MAX_CELL_LINES = 460, 60
 
 def sizes(root: Path = ROOT) -> tuple[list[str], list[str], str, str]:
     "(modules over the limit, export cells over the limit, largest module, largest export cell)."
-    mods = {p.name: len(p.read_text().splitlines()) for p in (root / PKG).glob('*.py') if not p.stem.startswith('_')}
+    mods = {f'{m}.py': len(p.read_text().splitlines()) for m, p in modules(root).items()}
     cells = {}
     for nb in sorted((root / 'nbs').glob('*.ipynb')):
         for c in json.loads(nb.read_text())['cells']:
@@ -108,7 +112,7 @@ def sizes(root: Path = ROOT) -> tuple[list[str], list[str], str, str]:
 
 
 def undefined_names(root: Path = ROOT) -> list[str]:
-    files = sorted(str(p) for p in (root / PKG).glob('*.py') if not p.stem.startswith('_'))
+    files = [str(p) for p in modules(root).values()]
     out = subprocess.run([sys.executable, '-m', 'pyflakes', *files], capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if 'undefined name' in line]
 
@@ -116,10 +120,9 @@ def undefined_names(root: Path = ROOT) -> list[str]:
 def docstrings(root: Path = ROOT) -> list[str]:
     "Modules whose docstring is missing or is not a whole sentence (nbdev keeps only the summary's first line)."
     bad = []
-    for p in sorted((root / PKG).glob('*.py')):
-        if p.stem.startswith('_'): continue
+    for m, p in modules(root).items():
         doc = ast.get_docstring(ast.parse(p.read_text())) or ''
-        if not doc.rstrip().endswith(('.', '.)', '."')): bad.append(f'{p.name}: {doc[:70]!r}')
+        if not doc.rstrip().endswith(('.', '.)', '."')): bad.append(f'{m}.py: {doc[:70]!r}')
     return bad
 
 
