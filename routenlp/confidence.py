@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib, os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -72,7 +73,11 @@ def minilm_embeddings(texts, config: Config | None = None, chunk: int = 1024) ->
     if not keys: return np.zeros((0, load_encoder(path).get_sentence_embedding_dimension()), np.float32)
     return np.stack([store.vectors[k] for k in keys])
 
-def _encode_minilm(texts, cache_name: str, config: Config):
+def _encode_minilm(texts, cache_name: str | None, config: Config):
+    "Through the store; `cache_name=None` (live scoring: texts seen once) computes without storing."
+    if cache_name is None:
+        from routenlp.encoder import encoder_path
+        return _embed_exact([str(t) for t in texts], encoder_path(config))
     return minilm_embeddings(texts, config)
 
 def _encode_hashing(texts, cache_name: str, config: Config):
@@ -80,7 +85,7 @@ def _encode_hashing(texts, cache_name: str, config: Config):
     vec = HashingVectorizer(n_features=2 ** 12, ngram_range=(1, 2), alternate_sign=False, norm='l2')
     return vec.transform([str(t) for t in texts]).astype(np.float32)
 
-FEATURIZERS = Registry('confidence feature kind', {'minilm': _encode_minilm, 'hashing': _encode_hashing})  # name -> (texts, cache_name, config) -> matrix
+FEATURIZERS = Registry('confidence feature kind', {'minilm': _encode_minilm, 'hashing': _encode_hashing})  # name -> (texts, cache_name | None, config) -> matrix
 
 @config_check('cascade.confidence_features')
 def check_confidence_features(config: Config) -> None:
@@ -101,8 +106,11 @@ def _stack(blocks):
     return np.hstack(blocks)
 
 def task_features(rows: pd.DataFrame, queries: pd.DataFrame, features: str = 'minilm',
-                  config: Config | None = None, use_response: bool = True):
-    "Design matrix (one row per outcome row) for rows of a single (suite, task): query, response, length features."
+                  config: Config | None = None, use_response: bool = True, *, prefix: str | None = None,
+                  response: bool | None = None, cache: bool = True):
+    """Design matrix (one row per outcome row) for rows of a single (suite, task): query, response, length features.
+    `prefix` (default: the queries' shared prefix) and `response` (default: `use_response` and some output is non-empty)
+    fix the design for rows scored later (live); `cache=False` stores no embedding."""
     if features not in FEATURIZERS:
         raise ValueError(f"unknown confidence features {features!r}; known: {', '.join(FEATURIZERS)}")
     config = config or load_config()
@@ -119,14 +127,14 @@ def task_features(rows: pd.DataFrame, queries: pd.DataFrame, features: str = 'mi
     encode = FEATURIZERS[features]
     from routenlp.router import shared_prefix, strip_prefix   # the router's rule (15_router): drop shared few-shot text
     texts = q['text'].astype(str).tolist()
-    prefix = shared_prefix(texts)
-    Q = encode([strip_prefix(t, prefix) for t in texts], f'{suite}/{task}/queries', config)
+    prefix = shared_prefix(texts) if prefix is None else prefix
+    Q = encode([strip_prefix(t, prefix) for t in texts], f'{suite}/{task}/queries' if cache else None, config)
     out = rows['output'].fillna('').astype(str).to_numpy()
     blocks = [Q[pos[qid].to_numpy()]]
-    if use_response and (out != '').any():
+    if use_response and (out != '').any() if response is None else response:
         distinct = sorted(set(out[out != '']))
-        R = encode(distinct, f'{suite}/{task}/responses', config)
-        R = _stack_rows([R, np.zeros((1, R.shape[1]), dtype=np.float32)])   # last row: the empty response
+        R = encode(distinct or [' '], f'{suite}/{task}/responses' if cache else None, config)   # ' ': a width when none
+        R = _stack_rows([R[:len(distinct)], np.zeros((1, R.shape[1]), dtype=np.float32)])   # last row: the empty response
         index = {t: i for i, t in enumerate(distinct)}
         blocks.append(R[np.array([index.get(t, len(distinct)) for t in out])])
     lengths = np.array([len(t) for t in out], dtype=np.float32)
@@ -189,6 +197,7 @@ class ConfidenceEstimator:
             raise ValueError(f"unknown confidence features {self.features!r}; known: {', '.join(FEATURIZERS)}")
         self.seed, self.Cs, self.folds, self.min_class, self.use_response = seed, tuple(Cs), folds, min_class, use_response
         self.cells: dict[tuple, CellModel] = {}
+        self.designs: dict[tuple, tuple[str, bool]] = {}   # (suite, task) -> (query prefix, response block): for `score`
 
     def _features(self, rows, queries): return task_features(rows, queries, self.features, self.config, self.use_response)
 
@@ -199,6 +208,10 @@ class ConfidenceEstimator:
                              "(load_outcomes(suite, task, seed=k)) so the pool is split into train / calibration")
         for (suite, task), rows in outcomes.groupby(['suite', 'task'], sort=True):
             X = self._features(rows, queries)   # all rows' texts (never their labels): one cacheable text set
+            from routenlp.router import shared_prefix
+            texts = queries.loc[(queries['suite'] == suite) & (queries['task'] == task)].drop_duplicates('query_id')['text']
+            self.designs[(suite, task)] = (shared_prefix(texts.astype(str).tolist()),
+                                           bool(self.use_response and (rows['output'].fillna('').astype(str) != '').any()))
             is_train = (rows['split'] == 'train').to_numpy()
             for tier in sorted(rows.loc[is_train, 'tier'].unique()):
                 if tiers is not None and tier not in tiers: continue
@@ -245,6 +258,20 @@ def score_confidence(outcomes: pd.DataFrame, splits=('calibration', 'test')) -> 
         rows.append({'suite': suite, 'task': task, 'tier': tier, 'split': split, 'n': len(y), 'accept_rate': y.mean(),
                      'auroc': roc_auc_score(y, c) if 0 < y.sum() < len(y) else np.nan, 'brier': np.mean((c - y) ** 2)})
     return pd.DataFrame(rows, columns=['suite', 'task', 'tier', 'split', 'n', 'accept_rate', 'auroc', 'brier'])
+
+# %% ../nbs/16_confidence.ipynb #28cf4411
+@patch
+def score(self: ConfidenceEstimator, suite: str, task: str, tier: str, texts: Sequence[str], outputs: Sequence[str]) -> np.ndarray:
+    "P(acceptable) of `tier`'s `outputs` to the queries `texts` of (suite, task) (KeyError naming the fitted cells)."
+    cell = self.cells.get((suite, task, tier))
+    if cell is None:
+        raise KeyError(f"no confidence model for {suite}/{task} tier {tier}; fitted: {', '.join('/'.join(k) for k in sorted(self.cells)) or 'none'}")
+    prefix, response = self.designs[(suite, task)]
+    ids = [str(i) for i in range(len(texts))]
+    rows = pd.DataFrame({'suite': suite, 'task': task, 'query_id': ids, 'tier': tier, 'output': [str(o) for o in outputs]})
+    queries = pd.DataFrame({'suite': suite, 'task': task, 'query_id': ids, 'text': [str(t) for t in texts]})
+    X = task_features(rows, queries, self.features, self.config, self.use_response, prefix=prefix, response=response, cache=False)
+    return cell.predict(X)
 
 # %% ../nbs/16_confidence.ipynb #f60bed58
 def fill_confidence(outcomes: pd.DataFrame, queries: pd.DataFrame, seed: int = 0, config: Config | None = None,
