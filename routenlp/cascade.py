@@ -218,6 +218,11 @@ class AdaptiveCalibrator:
         if key not in self._tau: self._tau[key] = self._start(tier, task)
         return self._tau[key]
 
+    def set_threshold(self, tier: str, task: str, tau: float) -> None:
+        "Set a cell's tau (state restored from a log, or shared by another replica); no update is logged."
+        if not float(tau) >= 0: raise ValueError(f"tau of ({tier}, {task}) must be >= 0 (or +inf), got {tau}")
+        self._tau[(tier, task)] = float(tau)
+
     def wants_audit(self) -> bool:
         "Draw whether the next served answer is audited (probability audit_rate, seeded)."
         return self.audit_rate >= 1 or bool(self._rng.random() < self.audit_rate)

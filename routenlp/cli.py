@@ -101,7 +101,7 @@ def cmd_serve(args) -> int:
 
 def cmd_calibrate(args) -> int:
     "Fit (or reuse) the gateway's router and thresholds and save them."
-    from routenlp.serving.core import load_or_fit, models_dir
+    from routenlp.serving.models import load_or_fit, models_dir
     config = _config(args)
     tasks = args.tasks.split(',') if args.tasks else None
     out = Path(args.out) if args.out else models_dir(config, args.seed, args.router)

@@ -128,7 +128,8 @@ def task_features(rows: pd.DataFrame, queries: pd.DataFrame, features: str = 'mi
     from routenlp.router import shared_prefix, strip_prefix   # the router's rule (15_router): drop shared few-shot text
     texts = q['text'].astype(str).tolist()
     prefix = shared_prefix(texts) if prefix is None else prefix
-    Q = encode([strip_prefix(t, prefix) for t in texts], f'{suite}/{task}/queries' if cache else None, config)
+    stripped = [strip_prefix(t, prefix) for t in texts]   # a live query without the prefix stays whole
+    Q = encode(stripped, f'{suite}/{task}/queries' if cache else None, config)
     out = rows['output'].fillna('').astype(str).to_numpy()
     blocks = [Q[pos[qid].to_numpy()]]
     if use_response and (out != '').any() if response is None else response:
@@ -138,7 +139,7 @@ def task_features(rows: pd.DataFrame, queries: pd.DataFrame, features: str = 'mi
         index = {t: i for i, t in enumerate(distinct)}
         blocks.append(R[np.array([index.get(t, len(distinct)) for t in out])])
     lengths = np.array([len(t) for t in out], dtype=np.float32)
-    qlen = np.array([len(texts[i]) - len(prefix) for i in pos[qid].to_numpy()], dtype=np.float32)
+    qlen = np.array([len(stripped[i]) for i in pos[qid].to_numpy()], dtype=np.float32)
     blocks.append(np.stack([np.log1p(lengths), (lengths == 0).astype(np.float32), np.log1p(qlen)], axis=1))
     return _stack(blocks)
 

@@ -14,13 +14,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from routenlp.core import load_config
 from routenlp.data import load_benchmark
+from routenlp.suites import load_outcomes
+from routenlp.systems import prepare_run
 from routenlp.router import StaticRouter
-from routenlp.serving.core import load_gateway_models, load_or_fit, models_dir
+from routenlp.serving.models import GATEWAY_ALPHAS, SUITE, load_gateway_models, load_or_fit, models_dir
 from routenlp.serving.app import create_app
 from routenlp.tiers import TierRequest
 
 ROOT = Path(__file__).resolve().parents[1]
-TASK, KEY = 'cs-intent', 'sk-routenlp-test'
+TASK, KEY, POOR = 'cs-intent', 'sk-routenlp-test', 'sk-routenlp-budget'
 T1_BUILD = {'max_train': 100, 'max_epochs': 1, 'evaluate': False}
 MAX_BODY = 32_000
 
@@ -59,7 +61,7 @@ def serve(app):
 @pytest.fixture(scope='module')
 def gateway(config):
     "A live gateway: T1 only (built by the portfolio from the config), cs-intent, one API key."
-    app = create_app(config, tiers=['T1'], tasks=[TASK], api_keys=[KEY], portfolio_kwargs={'onnx': T1_BUILD},
+    app = create_app(config, tiers=['T1'], tasks=[TASK], api_keys=[KEY, f'{POOR}:0.000001'], portfolio_kwargs={'onnx': T1_BUILD},
                      max_body_bytes=MAX_BODY)
     for url in serve(app): yield {'url': url, 'app': app}
 
@@ -104,6 +106,27 @@ def test_health_and_saved_models(gateway, config):
     assert (again.router.predict_proba(q, [f'enterprise/{TASK}']) == served.router.predict_proba(q, [f'enterprise/{TASK}'])).all()
     cell = load_gateway_models(folder, config).cell('T1', TASK)
     assert cell['status'] == 'ok' and cell['n'] >= 20 and 0 < cell['tau'] <= 1
+    assert served.alphas == sorted(set(GATEWAY_ALPHAS) | {config.cascade.alpha}) and body['alphas'] == served.alphas
+    taus = [served.thresholds_at(a)[('T1', TASK)] for a in served.alphas]
+    assert taus == sorted(taus, reverse=True) and taus[0] > taus[-1]     # a stricter risk level: a higher tau
+
+
+def test_live_confidence_is_the_calibration_confidence(gateway, config):
+    """T2 / T3 of the enterprise tables have no native confidence: their thresholds were calibrated on the
+    ConfidenceEstimator's scores. The saved estimator, scoring (query, answer) as a live tier's answer is scored,
+    gives those same numbers on the calibration rows — so a live T2 answer is held to a threshold on its own scale."""
+    est = load_gateway_models(models_dir(config), config).confidence
+    assert est is not None and {k[2] for k in est.cells} == {'T2', 'T3'}
+    run = prepare_run(SUITE, TASK, 0, config)
+    texts = run.queries.set_index('query_id')['text']
+    raw = load_outcomes(SUITE, TASK, seed=0, config=config)
+    for tier in ('T2', 'T3'):   # the rows the estimator filled (an errored answer keeps its native 0)
+        unscored = set(raw.loc[(raw['tier'] == tier) & raw['confidence'].isna(), 'query_id'])
+        rows = run.outcomes[(run.outcomes['tier'] == tier) & (run.outcomes['split'] == 'calibration')
+                            & run.outcomes['query_id'].isin(unscored)].iloc[:40]
+        assert len(rows) == 40
+        live = est.score(SUITE, TASK, tier, texts.loc[rows['query_id']].tolist(), rows['output'].fillna('').tolist())
+        assert live == pytest.approx(rows['confidence'].to_numpy(), abs=1e-9), tier
 
 
 def test_saved_models_are_refitted_when_the_fit_key_changes(gateway, config, tmp_path):
@@ -180,6 +203,22 @@ def test_route_and_batch(http, queries, labels):
     assert res[0]['start_tier'] == 'T1' and 'answer' not in res[0] and res[3]['answer'] in labels
     assert res[1]['error']['code'] == 'unknown_task' and TASK in res[1]['error']['message']
     assert res[2]['error']['param'] == 'query' and res[4]['error']['param'] == 'body'
+
+
+def test_budgets_feedback_and_the_decision_log(gateway, http, queries):
+    poor = openai.OpenAI(base_url=gateway['url'] + '/v1', api_key=POOR, max_retries=0, timeout=30)
+    msg = [{'role': 'user', 'content': queries.text.iloc[0]}]
+    first = poor.chat.completions.create(model=f'routenlp-{TASK}', messages=msg)   # spends more than its 1e-6 USD
+    with pytest.raises(openai.RateLimitError, match='budget of this API key is spent'):
+        poor.chat.completions.create(model=f'routenlp-{TASK}', messages=msg)
+    log = gateway['app'].state.log
+    d = log.get(first.model_extra['routenlp']['decision_id'])
+    assert d['answered_by'] == 'T1' and d['key_id'] is not None and d['calls'][0]['tier'] == 'T1'
+    f = http.post('/feedback', json={'decision_id': d['decision_id'], 'quality': 1.0})
+    assert f.status_code == 200 and f.json()['acceptable'] is True and f.json()['updated'] is False
+    assert 'last tier' in f.json()['reason']                       # T1 alone: no threshold of its own to move
+    assert http.post('/feedback', json={'decision_id': d['decision_id'], 'acceptable': False}).status_code == 409
+    assert log.counts()['feedback'] >= 1 and log.integrity() == 'ok'
 
 
 def test_bad_input_is_a_4xx_that_says_why(http):
@@ -269,6 +308,13 @@ def test_live_cascade_escalates_from_t1_to_a_llama_cpp_tier_and_survives_its_dea
         else:
             direct = client.chat.completions.with_raw_response.create(model='T2', messages=msg)
             assert direct.parse().choices[0].message.content == r['answer'] and direct.headers['x-routenlp-tier'] == 'T2'
+        # feedback on the answer T1 kept: its tau moves by the ACI step, in the engine, the metrics and the log
+        f = httpx.post(url + '/feedback', json={'decision_id': res[2]['decision_id'], 'acceptable': False}, headers=auth, timeout=10).json()
+        c = cfg.cascade
+        assert f['updated'] and f['tau_before'] == pytest.approx(tau)
+        assert f['tau_after'] == pytest.approx(tau + c.aci_gamma / c.audit_rate * (1 - c.alpha))
+        assert app.state.gateway.engine.threshold('T1', TASK) == pytest.approx(f['tau_after'])
+        assert app.state.log.thresholds(c.alpha)[('T1', TASK)] == pytest.approx(f['tau_after'])
         t2 = app.state.gateway.tiers['T2']
         t2.server.proc.kill(); t2.server.proc.wait(10)
         h = httpx.get(url + '/health', timeout=10).json()
