@@ -221,18 +221,18 @@ async def list_models(request: Request):
     gw, created = _gateway(request), request.app.state.started
     return {'object': 'list', 'data': [{'id': m, 'object': 'model', 'created': created, 'owned_by': 'routenlp'} for m in model_ids(gw)]}
 
-def resolve_model(gw: Gateway, model: str, task: str | None) -> tuple[str, str | None]:
-    "(task, tier to call alone or None) of a chat request; 404 naming the models for an unknown one."
+def resolve_model(gw: Gateway, model: str, task: str | None, text: str) -> tuple[str, str | None, dict | None]:
+    "(task, tier to call alone or None, the inferred task's probabilities or None) of a chat request; 404 for an unknown model."
     if model.startswith('routenlp-') and model[len('routenlp-'):] in gw.tasks:
         routed = model[len('routenlp-'):]
         if task not in (None, routed): raise GatewayError(400, f"model {model!r} serves task {routed!r}, not routenlp.task = {task!r}", 'routenlp.task', 'task_mismatch')
-        return routed, None
+        return routed, None, None
     if model != 'routenlp' and model not in gw.names:
         raise GatewayError(404, f"model {model!r} not found; available: {', '.join(model_ids(gw))}", 'model', 'model_not_found')
-    if task is None and len(gw.tasks) == 1: task = gw.tasks[0]
-    if task is None: raise GatewayError(400, f"model {model!r} needs `routenlp.task`, one of: {', '.join(gw.tasks)}", 'routenlp.task', 'task_required')
+    inferred = None
+    if task is None: task, inferred = gw.infer_task(text)
     gw.check_task(task)
-    return task, None if model == 'routenlp' else model
+    return task, None if model == 'routenlp' else model, inferred if len(gw.tasks) > 1 else None
 
 # %% ../../nbs/34_serving_app.ipynb #a32f0017
 def query_text(messages: Sequence[ChatMessage]) -> str:
@@ -270,11 +270,12 @@ def sse_chunks(body: dict):
 
 async def chat_completions(body: ChatRequest, request: Request):
     gw, ext = _gateway(request), body.routenlp
-    task, only = resolve_model(gw, body.model, ext.task)
     text = query_text(body.messages)
+    task, only, inferred = resolve_model(gw, body.model, ext.task, text)
     await _check_budget(request)
     controls = ext.model_dump(exclude_none=True, exclude={'task', 'meta'}) | ({'start_tier': only} if only else {})
     d = gw.plan([await request.app.state.batcher.decide(text, task)], [controls])[0]
+    if inferred: d['task_inferred'] = inferred
     d.update((await gw.execute([text], [d], only=only, meta=[ext.meta]))[0])
     await _record(request, [d])
     if d['error']: raise GatewayError(502, f"no tier answered: {d['error']} (decision {d['decision_id']})", None, 'tier_error', 'server_error')

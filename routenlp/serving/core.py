@@ -20,7 +20,7 @@ from ..suites import task_spec
 from ..tiers import Response, Tier, TierRequest
 
 # %% auto #0
-__all__ = ['LATENCY_BUCKETS', 'SEGMENT', 'GatewayMetrics', 'call_outcome', 'RequestError', 'UnknownTask', 'Gateway']
+__all__ = ['LATENCY_BUCKETS', 'SEGMENT', 'TASK_MIN_P', 'GatewayMetrics', 'call_outcome', 'RequestError', 'UnknownTask', 'Gateway']
 
 # %% ../../nbs/32_serving.ipynb #a31f000e
 LATENCY_BUCKETS = (.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60)
@@ -139,6 +139,27 @@ def decide(self: Gateway, texts: Sequence[str], tasks: Sequence[str]) -> list[di
                     'expected_cost_usd': {n: _finite(costs[i, j]) for j, n in enumerate(self.names)},
                     'policy': self.config.router.policy, 'router_latency_ms': ms})
     return out
+
+# %% ../../nbs/32_serving.ipynb #a31f0031
+TASK_MIN_P = 0.8
+
+@patch
+def infer_task(self: Gateway, text: str, min_p: float = TASK_MIN_P) -> tuple[str, dict[str, float]]:
+    "(task, P(task) per served task) of a query that names none; RequestError when the classifier is not sure enough."
+    names = ', '.join(self.tasks)
+    if len(self.tasks) == 1: return self.tasks[0], {self.tasks[0]: 1.0}
+    tc = self.models.task_classifier
+    if tc is None: raise RequestError(f"this query names no task and the models have no task classifier; send `routenlp.task`, one of: {names}", 'routenlp.task', 'task_required')
+    p = tc.proba([text], self.config)[0]
+    served = {t: float(p[tc.tasks.index(t)]) for t in self.tasks if t in tc.tasks}
+    total = sum(served.values()) or 1.0
+    probs = {t: v / total for t, v in sorted(served.items(), key=lambda kv: -kv[1])}
+    best = next(iter(probs))
+    if probs[best] < min_p:
+        top = ', '.join(f'{t} {v:.2f}' for t, v in list(probs.items())[:3])
+        raise RequestError(f"could not tell this query's task (likeliest: {top}; needs P >= {min_p:g}); send `routenlp.task`, one of: {names}",
+                           'routenlp.task', 'task_ambiguous')
+    return best, probs
 
 # %% ../../nbs/32_serving.ipynb #a31f0021
 @patch

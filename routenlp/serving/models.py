@@ -15,13 +15,13 @@ import numpy as np
 from ..confidence import ConfidenceEstimator
 from ..conformal import ConformalCalibrator
 from ..core import Config, cache_dir, load_config
-from ..router import Router
+from ..router import Router, static_encoder
 from ..router_train import load_router, save_router
 from ..suites import available_tasks, load_outcomes, manifest_of
 from ..systems import DEFAULT_ROUTER, fit_suite_routers, prepare_run
 
 # %% auto #0
-__all__ = ['SUITE', 'MANIFEST', 'GATEWAY_ALPHAS', 'GatewayModels', 'fit_key', 'served_alphas', 'check_tasks',
+__all__ = ['SUITE', 'MANIFEST', 'GATEWAY_ALPHAS', 'TaskClassifier', 'GatewayModels', 'fit_key', 'served_alphas', 'check_tasks',
            'fit_gateway_models', 'save_gateway_models', 'load_gateway_models', 'models_dir', 'load_or_fit']
 
 # %% ../../nbs/31_gateway_models.ipynb #a31f0006
@@ -35,6 +35,26 @@ def _finite(v):
 
 GATEWAY_ALPHAS = (0.01, 0.05, 0.1, 0.2)   # risk levels calibrated for per-request `alpha` (with the config's own)
 
+# %% ../../nbs/31_gateway_models.ipynb #a31f0106
+@dataclass
+class TaskClassifier:
+    "Which task a query belongs to: logistic regression on static embeddings (the router's encoder) of each task's train queries."
+    tasks: list[str]
+    model: object
+
+    @classmethod
+    def fit(cls, texts: dict[str, Sequence[str]], config: Config, seed: int = 0) -> 'TaskClassifier':
+        from sklearn.linear_model import LogisticRegression
+        tasks = sorted(texts)
+        X = np.vstack([static_encoder(config).encode(list(texts[t])) for t in tasks]).astype(float)
+        y = np.concatenate([np.full(len(texts[t]), i) for i, t in enumerate(tasks)])
+        return cls(tasks, LogisticRegression(C=10.0, max_iter=3000, random_state=seed).fit(X, y))
+
+    def proba(self, texts: Sequence[str], config: Config) -> np.ndarray:
+        "(n, tasks) P(task | query text)."
+        return self.model.predict_proba(np.asarray(static_encoder(config).encode(list(texts)), float))
+
+# %% ../../nbs/31_gateway_models.ipynb #a31f0107
 @dataclass
 class GatewayModels:
     "A fitted router, the calibrated (tier, task, alpha) cells, how they were made (`meta`), the live confidence estimator."
@@ -42,6 +62,7 @@ class GatewayModels:
     cells: list[dict]
     meta: dict = field(default_factory=dict)
     confidence: ConfidenceEstimator | None = None   # scores live answers of tiers with no native confidence
+    task_classifier: TaskClassifier | None = None   # the task of a query sent without one (two or more tasks)
 
     @property
     def tasks(self) -> list[str]: return list(self.meta['tasks'])
@@ -76,7 +97,7 @@ def fit_key(config: Config, tasks: Sequence[str], seed: int = 0, router: str = D
     tables = {t: hashlib.sha256(json.dumps(manifest_of(SUITE, t, config), sort_keys=True).encode()).hexdigest()[:16]
               for t in sorted(tasks)}
     c = config.cascade
-    return {'tasks': sorted(tasks), 'seed': seed, 'router': router, 'alpha': c.alpha, 'alphas': served_alphas(config),
+    return {'format': 2, 'tasks': sorted(tasks), 'seed': seed, 'router': router, 'alpha': c.alpha, 'alphas': served_alphas(config),
             'method': c.method, 'confidence_features': c.confidence_features, 'outcome_manifests': tables}
 
 def served_alphas(config: Config) -> list[float]:
@@ -116,7 +137,9 @@ def fit_gateway_models(config: Config | None = None, tasks: Sequence[str] | None
             'alpha': config.cascade.alpha, 'alphas': served_alphas(config), 'method': cal.method,
             'confidence_tiers': sorted({k[2] for k in estimator.cells}),
             'created': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), 'key': fit_key(config, tasks, seed, router)}
-    return GatewayModels(fitted, cells, meta, estimator if estimator.cells else None)
+    tc = TaskClassifier.fit({r.queries['task'].iloc[0]: r.queries.loc[r.queries['split'] == 'train', 'text'].tolist() for r in runs},
+                            config, seed) if len(runs) > 1 else None
+    return GatewayModels(fitted, cells, meta, estimator if estimator.cells else None, tc)
 
 # %% ../../nbs/31_gateway_models.ipynb #a31f0009
 def save_gateway_models(models: GatewayModels, directory: Path | str) -> Path:
@@ -130,6 +153,7 @@ def save_gateway_models(models: GatewayModels, directory: Path | str) -> Path:
             est = copy.copy(models.confidence)
             est.cells = {k: dataclasses.replace(c, oof=None) for k, c in est.cells.items()}
             (tmp / 'confidence.pkl').write_bytes(pickle.dumps(est))
+        if models.task_classifier is not None: (tmp / 'tasks.pkl').write_bytes(pickle.dumps(models.task_classifier))
         (tmp / MANIFEST).write_text(json.dumps({'meta': models.meta, 'cells': models.cells}, indent=1) + '\n')
         shutil.rmtree(directory, ignore_errors=True)
         try: tmp.rename(directory)
@@ -147,7 +171,8 @@ def load_gateway_models(directory: Path | str, config: Config | None = None) -> 
     if (directory / 'confidence.pkl').exists():
         est = pickle.loads((directory / 'confidence.pkl').read_bytes())
         est.config = config or load_config()   # this machine's paths (the encoder's), not the fitting machine's
-    return GatewayModels(load_router(directory / 'router', config), saved['cells'], saved['meta'], est)
+    tc = pickle.loads((directory / 'tasks.pkl').read_bytes()) if (directory / 'tasks.pkl').exists() else None
+    return GatewayModels(load_router(directory / 'router', config), saved['cells'], saved['meta'], est, tc)
 
 def models_dir(config: Config | None = None, seed: int = 0, router: str = DEFAULT_ROUTER) -> Path:
     "`<cache dir>/gateway/<router>-seed<k>`."
