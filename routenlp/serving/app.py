@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..core import Config, load_config
 from ..decision_log import DecisionLog
 from ..portfolio import ModelPortfolio
-from ..resilience import resilient_tiers
+from ..resilience import BREAKER_STATES, resilient_tiers
 from .core import Gateway, GatewayMetrics, RequestError
 from .http import (BatchRequest, ChatMessage, ChatRequest, FeedbackRequest, GatewayError, Guard, RouteRequest,
                                    key_id, load_api_keys, request_error, validation_error)
@@ -28,13 +28,12 @@ from .models import GatewayModels, load_or_fit
 from ..systems import DEFAULT_ROUTER
 
 # %% auto #0
-__all__ = ['PUBLIC_PATHS', 'BREAKER_LEVEL', 'ROUTES', 'env_list', 'Batcher', 'create_app', 'tier_health', 'health', 'metrics',
-           'route_one', 'route_batch', 'feedback', 'model_ids', 'list_models', 'resolve_model', 'query_text',
-           'completion', 'trace_headers', 'sse_chunks', 'chat_completions']
+__all__ = ['PUBLIC_PATHS', 'ROUTES', 'env_list', 'Batcher', 'create_app', 'tier_health', 'health', 'metrics', 'route_one',
+           'route_batch', 'feedback', 'model_ids', 'list_models', 'resolve_model', 'query_text', 'completion',
+           'trace_headers', 'sse_chunks', 'chat_completions']
 
 # %% ../../nbs/34_serving_app.ipynb #a32f000f
 PUBLIC_PATHS = ('/health', '/metrics')
-BREAKER_LEVEL = {'closed': 0.0, 'half-open': 0.5, 'open': 1.0}
 
 def env_list(name: str) -> list[str] | None:
     "A comma-separated environment variable as a list (None when unset or empty)."
@@ -65,27 +64,35 @@ async def _drain(metrics: GatewayMetrics, timeout_s: float) -> None:
     while (metrics.registry.get_sample_value('routenlp_in_flight_requests') or 0) > 0 and time.monotonic() - t0 < timeout_s: await asyncio.sleep(0.05)
 
 # %% ../../nbs/34_serving_app.ipynb #a32f0030
-def _lifespan(config, portfolio, tiers, tasks, models, models_dir, seed, router, portfolio_kwargs, resilience, log_url, drain_s):
+async def _sync(st, alpha: float, every_s: float) -> None:
+    "Every `every_s`, take the thresholds other replicas saved in the shared log."
+    while True:
+        await asyncio.sleep(every_s)
+        st.gateway.sync_thresholds(await asyncio.to_thread(st.log.thresholds, alpha))
+
+def _lifespan(config, portfolio, tiers, tasks, models, models_dir, seed, router, portfolio_kwargs, resilience, log_url, drain_s, sync_s):
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         st = app.state
         m = models or await asyncio.to_thread(load_or_fit, config, tasks, seed, router, models_dir)
         served = list(tasks or m.tasks)
         st.log = await asyncio.to_thread(DecisionLog, log_url or DecisionLog.default_url(config))
-        owned = None
+        owned, sync = None, None
         try:
             if portfolio is None:
                 kinds = {k: dict(v) for k, v in (portfolio_kwargs or {}).items()}
                 kinds.setdefault('onnx', {}).setdefault('tasks', served)
                 owned = await asyncio.to_thread(ModelPortfolio.from_config, config, tiers, **kinds)
-            on_event = lambda kind, tier, detail: kind == 'breaker' and st.metrics.breaker.labels(tier).set(BREAKER_LEVEL.get(detail, 1.0))
+            on_event = lambda kind, tier, detail: kind == 'breaker' and st.metrics.breaker.labels(tier).set(BREAKER_STATES.get(detail, 1.0))
             live = resilient_tiers(list(portfolio if owned is None else owned), on_event=on_event, **resilience)
             for t in live: st.metrics.breaker.labels(t.name).set(0.0)
             state = await asyncio.to_thread(st.log.thresholds, m.alpha)   # online thresholds of earlier runs resume
             st.gateway = Gateway(live, m, config, served, st.metrics, state={k: v for k, v in state.items() if k[1] in served})
             st.batcher, st.feedback_lock = Batcher(st.gateway), asyncio.Lock()
+            sync = asyncio.create_task(_sync(st, m.alpha, sync_s)) if sync_s else None
             yield
         finally:
+            if st.gateway is not None and sync is not None: sync.cancel()
             await _drain(st.metrics, drain_s)
             st.gateway = None
             if owned is not None: await asyncio.to_thread(owned.close)
@@ -99,7 +106,7 @@ def create_app(config: Config | None = None, *, portfolio=None, api_keys: Sequen
                router: str = DEFAULT_ROUTER, portfolio_kwargs: dict | None = None, max_body_bytes: int = 1 << 20,
                max_batch: int = 256, public_paths: Sequence[str] = PUBLIC_PATHS, decision_log: str | None = None,
                tier_timeouts: dict[str, float] | float | None = None, breaker: dict | None = None,
-               drain_s: float = 30.0) -> FastAPI:
+               drain_s: float = 30.0, sync_s: float | None = 5.0) -> FastAPI:
     "The gateway app (nothing starts until its lifespan does); see the notebook for each argument."
     config = config or load_config()
     tasks, tiers = tasks or env_list('ROUTENLP_GATEWAY_TASKS'), tiers or env_list('ROUTENLP_GATEWAY_TIERS')
@@ -107,7 +114,7 @@ def create_app(config: Config | None = None, *, portfolio=None, api_keys: Sequen
     resilience = {'timeouts': tier_timeouts, **(breaker or {})}
     app = FastAPI(title='RouteNLP gateway', version='0.2',
                   lifespan=_lifespan(config, portfolio, tiers, tasks, models, models_dir, seed, router, portfolio_kwargs,
-                                     resilience, decision_log or os.environ.get('ROUTENLP_DECISION_LOG'), drain_s))
+                                     resilience, decision_log or os.environ.get('ROUTENLP_DECISION_LOG'), drain_s, sync_s))
     st = app.state
     st.config, st.metrics, st.gateway = config, GatewayMetrics(), None
     keys = load_api_keys(api_keys)
@@ -208,6 +215,7 @@ async def feedback(body: FeedbackRequest, request: Request):
         if await asyncio.to_thread(log.has_feedback, body.decision_id):
             raise GatewayError(409, f'decision {body.decision_id!r} already has feedback', 'decision_id', 'duplicate_feedback')
         acceptable = body.acceptable if body.acceptable is not None else gw.acceptable_of(d['task'], body.quality)
+        gw.sync_thresholds(await asyncio.to_thread(log.thresholds, gw.models.alpha))   # step from the shared tau
         result = gw.feedback(d, acceptable)
         update = result | {'alpha': gw.models.alpha} if result['updated'] else result   # with alpha: the new tau is saved too
         await asyncio.to_thread(log.add_feedback, body.decision_id, acceptable=acceptable, quality=body.quality, update=update)

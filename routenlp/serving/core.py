@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ..cascade import AdaptiveCalibrator, CascadeEngine
 from ..core import Config, load_config
+from ..resilience import outcome
 from ..router import route
 from .models import SUITE, GatewayModels, _finite
 from ..suites import task_spec
@@ -58,10 +59,9 @@ class GatewayMetrics:
         self.cost.labels(tier).inc(r.cost_usd)
 
 def call_outcome(r: Response) -> str:
-    "ok | timeout | circuit_open | error, from an answer's error reason (`routenlp.resilience` and the OpenAI tier's wording)."
-    if not r.error: return 'ok'
-    reason = (r.error_reason or '').lower()
-    return 'timeout' if reason.startswith('timeout') else 'circuit_open' if reason.startswith('circuit open') else 'error'
+    "ok | timeout | circuit_open | error: `routenlp.resilience.outcome`, and an OpenAI-compatible tier's own timeout counts as one."
+    kind = outcome(r)
+    return 'timeout' if kind == 'error' and (r.error_reason or '').startswith('timeout') else kind
 
 SEGMENT = re.compile(r'[A-Za-z0-9_.:-]{1,64}')
 
@@ -327,3 +327,12 @@ def feedback(self: Gateway, decision: dict, acceptable: bool) -> dict:
     after = self.calibrator.update(by, task, step['confidence'], bool(acceptable), accepted=step['accepted'])
     self.metrics.threshold.labels(by, task).set(after)
     return out | {'updated': True, 'tau_before': _finite(before), 'tau_after': _finite(after)}
+
+@patch
+def sync_thresholds(self: Gateway, state: dict[tuple[str, str], float]) -> int:
+    "Take the online thresholds another replica saved (the shared decision log); how many cells changed."
+    changed = 0
+    for (tier, task), tau in state.items():
+        if tier in self.names and task in self.tasks and self.calibrator.threshold(tier, task) != tau:
+            self.calibrator.set_threshold(tier, task, tau); self.metrics.threshold.labels(tier, task).set(tau); changed += 1
+    return changed
