@@ -96,7 +96,8 @@ def cmd_serve(args) -> int:
     if args.config: os.environ[CONFIG_ENV_VAR] = str(Path(args.config).resolve())
     for arg, name in SERVING_ENV.items():
         if getattr(args, arg): os.environ[name] = str(Path(args.models).resolve()) if arg == 'models' else getattr(args, arg)
-    uvicorn.run(SERVING_APP, factory=True, host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(SERVING_APP, factory=True, host=args.host, port=args.port, log_level=args.log_level,
+                timeout_graceful_shutdown=args.graceful_timeout)
     return 0
 
 def cmd_calibrate(args) -> int:
@@ -134,6 +135,8 @@ COMMANDS: dict[str, tuple[Callable, str, Callable]] = {
                          p.add_argument('--tasks', default=None, help='comma-separated enterprise tasks (default: all six)'),
                          p.add_argument('--tiers', default=None, help='comma-separated tier names (default: enabled tiers)'),
                          p.add_argument('--models', default=None, help='artefacts written by `routenlp calibrate --out`'),
+                         p.add_argument('--graceful-timeout', type=float, default=30.0,
+                                        help='seconds in-flight requests get to finish after SIGTERM'),
                          p.add_argument('--log-level', default='info', help='uvicorn log level'))),
     'calibrate': (cmd_calibrate, "fit and save the gateway's router and conformal thresholds",
                   lambda p: (p.add_argument('--tasks', default=None, help='comma-separated enterprise tasks (default: all six)'),

@@ -23,7 +23,7 @@ from ..portfolio import ModelPortfolio
 from ..resilience import BREAKER_STATES, resilient_tiers
 from .core import Gateway, GatewayMetrics, RequestError
 from .http import (BatchRequest, ChatMessage, ChatRequest, FeedbackRequest, GatewayError, Guard, RouteRequest,
-                                   key_id, load_api_keys, request_error, validation_error)
+                                   error_responses, key_id, load_api_keys, request_error, validation_error)
 from .models import GatewayModels, load_or_fit
 from ..systems import DEFAULT_ROUTER
 
@@ -126,7 +126,7 @@ def create_app(config: Config | None = None, *, portfolio=None, api_keys: Sequen
     app.add_exception_handler(RequestValidationError, lambda req, e: validation_error(e.errors()).response())
     app.add_exception_handler(StarletteHTTPException, lambda req, e: GatewayError(e.status_code, str(e.detail), code='http_error').response())
     app.add_exception_handler(RequestError, lambda req, e: request_error(e).response())
-    for path, fn, methods in ROUTES: app.add_api_route(path, fn, methods=methods)
+    for path, fn, methods, responses in ROUTES: app.add_api_route(path, fn, methods=methods, responses=responses)
     return app
 
 # %% ../../nbs/34_serving_app.ipynb #a32f0012
@@ -291,6 +291,13 @@ async def chat_completions(body: ChatRequest, request: Request):
     if body.stream: return StreamingResponse(sse_chunks(out), media_type='text/event-stream', headers=trace_headers(d))
     return JSONResponse(out, headers=trace_headers(d))
 
-ROUTES = [('/health', health, ['GET']), ('/metrics', metrics, ['GET']), ('/route', route_one, ['POST']),
-          ('/route/batch', route_batch, ['POST']), ('/feedback', feedback, ['POST']), ('/v1/models', list_models, ['GET']),
-          ('/v1/chat/completions', chat_completions, ['POST'])]
+_POST = error_responses(400, 401, 403, 413, 422, 503)
+ROUTES = [('/health', health, ['GET'], {503: {'description': 'no tier is ready'}}),
+          ('/metrics', metrics, ['GET'], {200: {'description': 'Prometheus text format', 'content': {CONTENT_TYPE_LATEST.split(';')[0]: {}}}}),
+          ('/route', route_one, ['POST'], _POST | error_responses(429, 502)),
+          ('/route/batch', route_batch, ['POST'], _POST | error_responses(429, 502)),
+          ('/feedback', feedback, ['POST'], _POST | error_responses(404, 409)),
+          ('/v1/models', list_models, ['GET'], error_responses(401, 403, 503)),
+          ('/v1/chat/completions', chat_completions, ['POST'],
+           _POST | error_responses(404, 429, 502) | {200: {'description': 'a chat.completion, or server-sent chunks with `stream: true`',
+                                                          'content': {'application/json': {}, 'text/event-stream': {}}}})]

@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from .core import GatewayMetrics, RequestError
 
 # %% auto #0
-__all__ = ['GatewayError', 'request_error', 'validation_error', 'key_id', 'load_api_keys', 'key_error', 'Guard', 'Controls',
-           'RouteRequest', 'BatchRequest', 'ChatControls', 'ChatMessage', 'ChatRequest', 'FeedbackRequest']
+__all__ = ['ERRORS', 'GatewayError', 'request_error', 'validation_error', 'key_id', 'load_api_keys', 'key_error', 'Guard',
+           'Controls', 'RouteRequest', 'BatchRequest', 'ChatControls', 'ChatMessage', 'ChatRequest', 'ErrorDetail',
+           'ErrorBody', 'error_responses', 'FeedbackRequest']
 
 # %% ../../nbs/34_http.ipynb #a32f0006
 class GatewayError(Exception):
@@ -180,6 +181,25 @@ class ChatRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     routenlp: ChatControls = Field(default_factory=ChatControls)
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+class ErrorBody(BaseModel):
+    "Every error the gateway sends: OpenAI's shape."
+    error: ErrorDetail
+
+ERRORS = {400: 'a request the gateway cannot serve as asked (unknown task / tier / alpha, cost ceiling, not UTF-8)',
+          401: 'missing API key', 403: 'invalid API key', 404: 'unknown model or decision', 409: 'feedback already given',
+          413: 'body too large', 422: 'a field is invalid (named in `param`)', 429: "the key's budget is spent",
+          502: 'no tier answered', 503: 'the gateway is not started'}
+
+def error_responses(*codes: int) -> dict:
+    "OpenAPI `responses=` for `codes` (all when none), each with the OpenAI error body."
+    return {c: {'model': ErrorBody, 'description': ERRORS[c]} for c in (codes or ERRORS)}
 
 class FeedbackRequest(BaseModel):
     "An audited outcome of a served decision: `acceptable`, or a `quality` in [0, 1] (the task's threshold decides)."
