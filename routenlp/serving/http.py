@@ -182,6 +182,7 @@ class ChatRequest(BaseModel):
     stream: bool = False
     routenlp: ChatControls = Field(default_factory=ChatControls)
 
+# %% ../../nbs/34_http.ipynb #a34h0010
 class ErrorDetail(BaseModel):
     message: str
     type: str
