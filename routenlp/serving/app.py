@@ -40,18 +40,23 @@ def env_list(name: str) -> list[str] | None:
     return [v.strip() for v in os.environ.get(name, '').split(',') if v.strip()] or None
 
 class Batcher:
-    "Single decisions that arrive in one event-loop turn go to the router as one batch (one matrix product, not N)."
-    def __init__(self, gateway: Gateway): self.gw, self.pending = gateway, []
+    "Concurrent single decisions go to the router as one batch: flushed `wait_s` after the first arrives, or at `max_batch`."
+    def __init__(self, gateway: Gateway, wait_s: float = 0.002, max_batch: int = 64):
+        self.gw, self.wait_s, self.max_batch, self.pending, self._timer = gateway, wait_s, max_batch, [], None
 
     async def decide(self, text: str, task: str) -> dict:
         self.gw.check_task(task)   # a bad item fails alone, before it joins a batch
-        fut = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
         self.pending.append((text, task, fut))
-        if len(self.pending) == 1: asyncio.get_running_loop().call_soon(self._flush)
+        if len(self.pending) >= self.max_batch: self._flush()
+        elif self._timer is None: self._timer = loop.call_later(self.wait_s, self._flush)
         return await fut
 
     def _flush(self) -> None:
-        batch, self.pending = self.pending, []
+        if self._timer is not None: self._timer.cancel()
+        batch, self.pending, self._timer = self.pending, [], None
+        if not batch: return
         try: out = self.gw.decide([b[0] for b in batch], [b[1] for b in batch])
         except Exception as e:
             for *_, f in batch: f.done() or f.set_exception(e)
