@@ -180,7 +180,7 @@ async def route_one(body: RouteRequest, request: Request):
     d = gw.plan([await request.app.state.batcher.decide(body.query, body.task)], [body.routenlp.plain()])[0]
     if body.execute: d.update((await gw.execute([body.query], [d], meta=[body.meta]))[0])
     await _record(request, [d])
-    return d
+    return JSONResponse(d)   # JSON-safe already (`_finite`): no jsonable_encoder walk
 
 def _item(raw, gw: Gateway) -> tuple[RouteRequest | None, dict | None]:
     try: item = RouteRequest.model_validate(raw)
@@ -207,7 +207,7 @@ async def route_batch(body: BatchRequest, request: Request):
         for i, trace in zip(run, done): results[i].update(trace)
     await _record(request, [r for r in results if 'decision_id' in r])
     n_ok = sum('decision_id' in r for r in results)
-    return {'results': results, 'n_ok': n_ok, 'n_errors': len(results) - n_ok}
+    return JSONResponse({'results': results, 'n_ok': n_ok, 'n_errors': len(results) - n_ok})
 
 # %% ../../nbs/34_serving_app.ipynb #a32f0032
 async def feedback(body: FeedbackRequest, request: Request):

@@ -5,7 +5,7 @@
 # %% ../../nbs/32_serving.ipynb #a31f0003
 from __future__ import annotations
 
-import asyncio, math, re, time, uuid
+import asyncio, collections, math, re, time, uuid
 from typing import Sequence
 
 import numpy as np
@@ -131,9 +131,9 @@ def decide(self: Gateway, texts: Sequence[str], tasks: Sequence[str]) -> list[di
         start[rows] = route(probs[rows], costs[rows], c.policy, c.p_star, c.lam)
     ms = (time.perf_counter() - t0) * 1000
     self.metrics.router_latency.observe(ms / 1000)
+    for (task, j), n in collections.Counter(zip(tasks, start.tolist())).items(): self.metrics.decisions.labels(task, self.names[j]).inc(n)
     out = []
     for i, task in enumerate(tasks):
-        self.metrics.decisions.labels(task, self.names[start[i]]).inc()
         out.append({'decision_id': uuid.uuid4().hex, 'task': task, 'start_tier': self.names[start[i]],
                     'p_acceptable': {n: _finite(probs[i, j]) for j, n in enumerate(self.names)},
                     'expected_cost_usd': {n: _finite(costs[i, j]) for j, n in enumerate(self.names)},
