@@ -369,9 +369,10 @@ def save_threshold(self: DecisionLog, tier: str, task: str, alpha: float, tau: f
     self._writer.submit(fn=lambda conn: _save_tau(conn, self.backend, tier, task, alpha, tau, now)).result()
 
 @patch
-def thresholds(self: DecisionLog, alpha: float) -> dict[tuple[str, str], float]:
-    "The saved calibrator state at `alpha`: {(tier, task): τ}."
+def thresholds(self: DecisionLog, alpha: float, since: float | None = None) -> dict[tuple[str, str], float]:
+    "The saved calibrator state at `alpha`: {(tier, task): τ}; with `since` (unix s), only cells saved at or after it."
     t = threshold_table.c
     with self.engine.connect() as conn:
-        rows = conn.execute(sa.select(t.tier, t.task, t.tau).where(t.alpha.between(alpha - 1e-12, alpha + 1e-12)))
+        q = sa.select(t.tier, t.task, t.tau).where(t.alpha.between(alpha - 1e-12, alpha + 1e-12))
+        rows = conn.execute(q if since is None else q.where(t.updated_at >= since))
         return {(r.tier, r.task): float(r.tau) for r in rows}

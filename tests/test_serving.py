@@ -240,7 +240,7 @@ def test_budgets_feedback_and_the_decision_log(gateway, http, queries):
     assert d['answered_by'] == 'T1' and d['key_id'] is not None and d['calls'][0]['tier'] == 'T1'
     f = http.post('/feedback', json={'decision_id': d['decision_id'], 'quality': 1.0})
     assert f.status_code == 200 and f.json()['acceptable'] is True and f.json()['updated'] is False
-    assert 'last tier' in f.json()['reason']                       # T1 alone: no threshold of its own to move
+    assert 'no tier with a threshold' in f.json()['reason']        # T1 alone: no threshold of its own to move
     assert http.post('/feedback', json={'decision_id': d['decision_id'], 'acceptable': False}).status_code == 409
     assert log.counts()['feedback'] >= 1 and log.integrity() == 'ok'
 
@@ -335,10 +335,11 @@ def test_live_cascade_escalates_from_t1_to_a_llama_cpp_tier_and_survives_its_dea
         # feedback on the answer T1 kept: its tau moves by the ACI step, in the engine, the metrics and the log
         f = httpx.post(url + '/feedback', json={'decision_id': res[2]['decision_id'], 'acceptable': False}, headers=auth, timeout=10).json()
         c = cfg.cascade
-        assert f['updated'] and f['tau_before'] == pytest.approx(tau)
-        assert f['tau_after'] == pytest.approx(tau + c.aci_gamma / c.audit_rate * (1 - c.alpha))
-        assert app.state.gateway.engine.threshold('T1', TASK) == pytest.approx(f['tau_after'])
-        assert app.state.log.thresholds(c.alpha)[('T1', TASK)] == pytest.approx(f['tau_after'])
+        (step,) = f['steps']                                       # T1 kept it: the one thresholded tier visited
+        assert f['updated'] and step['tier'] == 'T1' and step['accepted'] and step['tau_before'] == pytest.approx(tau)
+        assert step['tau_after'] == pytest.approx(tau + c.aci_gamma / c.audit_rate * (1 - c.alpha))
+        assert app.state.gateway.engine.threshold('T1', TASK) == pytest.approx(step['tau_after'])
+        assert app.state.log.thresholds(c.alpha)[('T1', TASK)] == pytest.approx(step['tau_after'])
         t2 = app.state.gateway.tiers['T2']
         t2.server.proc.kill(); t2.server.proc.wait(10)
         h = httpx.get(url + '/health', timeout=10).json()

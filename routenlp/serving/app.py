@@ -5,7 +5,7 @@
 # %% ../../nbs/34_serving_app.ipynb #a32f0003
 from __future__ import annotations
 
-import asyncio, json, os, time
+import asyncio, calendar, json, logging, math, os, time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Sequence
@@ -18,13 +18,13 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..core import Config, load_config
-from ..decision_log import DecisionLog
+from ..decision_log import DecisionLog, FeedbackExists
 from ..portfolio import ModelPortfolio
 from ..resilience import BREAKER_STATES, resilient_tiers
 from .core import Gateway, GatewayMetrics, RequestError
 from .http import (BatchRequest, ChatMessage, ChatRequest, FeedbackRequest, GatewayError, Guard, RouteRequest,
                                    error_responses, key_id, load_api_keys, request_error, validation_error)
-from .models import GatewayModels, load_or_fit
+from .models import GatewayModels, load_gateway_models, load_or_fit
 from ..systems import DEFAULT_ROUTER
 
 # %% auto #0
@@ -73,14 +73,29 @@ async def _sync(st, alpha: float, every_s: float) -> None:
     "Every `every_s`, take the thresholds other replicas saved in the shared log."
     while True:
         await asyncio.sleep(every_s)
-        st.gateway.sync_thresholds(await asyncio.to_thread(st.log.thresholds, alpha))
+        try: st.gateway.sync_thresholds(await asyncio.to_thread(st.log.thresholds, alpha, st.since))
+        except Exception as e: logging.getLogger('routenlp.serving').warning('threshold sync failed (retrying in %g s): %s', every_s, e)
+
+def _models(config, tasks, models, models_dir, seed, router) -> GatewayModels:
+    "The given models; else those saved in `models_dir` as they are (a subset of their tasks may be served); else `load_or_fit`."
+    if models is None and models_dir is None: return load_or_fit(config, tasks, seed, router)
+    m = models or load_gateway_models(models_dir, config)
+    missing = sorted(set(tasks or ()) - set(m.tasks))
+    if missing: raise ValueError(f"tasks {missing} are not in the models {'given' if models else f'at {models_dir}'} (fitted for: "
+                                 f"{', '.join(m.tasks)}); run `routenlp calibrate --tasks ...` for them")
+    return m
+
+def _fitted_at(m: GatewayModels) -> float | None:
+    "When the models were fitted (unix s): online thresholds saved before belong to an older fit."
+    try: return float(calendar.timegm(time.strptime(m.meta['created'], '%Y-%m-%dT%H:%M:%SZ')))
+    except (KeyError, TypeError, ValueError): return None
 
 def _lifespan(config, portfolio, tiers, tasks, models, models_dir, seed, router, portfolio_kwargs, resilience, log_url, drain_s, sync_s):
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         st = app.state
-        m = models or await asyncio.to_thread(load_or_fit, config, tasks, seed, router, models_dir)
-        served = list(tasks or m.tasks)
+        m = await asyncio.to_thread(_models, config, tasks, models, models_dir, seed, router)
+        served, st.since, st.key_locks = list(tasks or m.tasks), _fitted_at(m), {}
         st.log = await asyncio.to_thread(DecisionLog, log_url or DecisionLog.default_url(config))
         owned, sync = None, None
         try:
@@ -91,7 +106,7 @@ def _lifespan(config, portfolio, tiers, tasks, models, models_dir, seed, router,
             on_event = lambda kind, tier, detail: kind == 'breaker' and st.metrics.breaker.labels(tier).set(BREAKER_STATES.get(detail, 1.0))
             live = resilient_tiers(list(portfolio if owned is None else owned), on_event=on_event, **resilience)
             for t in live: st.metrics.breaker.labels(t.name).set(0.0)
-            state = await asyncio.to_thread(st.log.thresholds, m.alpha)   # online thresholds of earlier runs resume
+            state = await asyncio.to_thread(st.log.thresholds, m.alpha, st.since)   # online thresholds of this fit resume
             st.gateway = Gateway(live, m, config, served, st.metrics, state={k: v for k, v in state.items() if k[1] in served})
             st.batcher, st.feedback_lock = Batcher(st.gateway), asyncio.Lock()
             sync = asyncio.create_task(_sync(st, m.alpha, sync_s)) if sync_s else None
@@ -116,6 +131,8 @@ def create_app(config: Config | None = None, *, portfolio=None, api_keys: Sequen
     config = config or load_config()
     tasks, tiers = tasks or env_list('ROUTENLP_GATEWAY_TASKS'), tiers or env_list('ROUTENLP_GATEWAY_TIERS')
     models_dir = models_dir or os.environ.get('ROUTENLP_GATEWAY_MODELS') or None
+    if tier_timeouts is None and os.environ.get('ROUTENLP_TIER_TIMEOUTS'):   # `T2=30,T3=60` (seconds)
+        tier_timeouts = {k.strip(): float(v) for k, v in (e.split('=', 1) for e in env_list('ROUTENLP_TIER_TIMEOUTS'))}
     resilience = {'timeouts': tier_timeouts, **(breaker or {})}
     app = FastAPI(title='RouteNLP gateway', version='0.2',
                   lifespan=_lifespan(config, portfolio, tiers, tasks, models, models_dir, seed, router, portfolio_kwargs,
@@ -163,23 +180,28 @@ async def metrics(request: Request):
     return HTTPResponse(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 # %% ../../nbs/34_serving_app.ipynb #a32f0014
-async def _check_budget(request: Request) -> None:
+@asynccontextmanager
+async def _budget(request: Request, spends: bool = True):
+    "For a key with a budget: one spending request at a time (per process), refused with a 429 once its logged spend reaches it."
     st, kid = request.app.state, getattr(request.state, 'key_id', None)
-    budget = st.budgets.get(kid) if kid else None
-    if budget is None: return
-    spent = await asyncio.to_thread(st.log.spent, kid)
-    if spent >= budget:
-        raise GatewayError(429, f'the budget of this API key is spent: ${spent:.6f} of ${budget:g}', None, 'budget_exhausted', 'insufficient_quota')
+    budget = st.budgets.get(kid) if kid and spends else None
+    if budget is None:
+        yield; return
+    async with st.key_locks.setdefault(kid, asyncio.Lock()):   # check, spend, record: concurrent requests cannot overrun
+        spent = await asyncio.to_thread(st.log.spent, kid)
+        if spent >= budget:
+            raise GatewayError(429, f'the budget of this API key is spent: ${spent:.6f} of ${budget:g}', None, 'budget_exhausted', 'insufficient_quota')
+        yield
 
 async def _record(request: Request, decisions: list[dict]) -> None:
     if decisions: await request.app.state.log.arecord(decisions, getattr(request.state, 'key_id', None))
 
 async def route_one(body: RouteRequest, request: Request):
     gw = _gateway(request)
-    if body.execute: await _check_budget(request)
-    d = gw.plan([await request.app.state.batcher.decide(body.query, body.task)], [body.routenlp.plain()])[0]
-    if body.execute: d.update((await gw.execute([body.query], [d], meta=[body.meta]))[0])
-    await _record(request, [d])
+    async with _budget(request, body.execute):
+        d = gw.plan([await request.app.state.batcher.decide(body.query, body.task)], [body.routenlp.plain()])[0]
+        if body.execute: d.update((await gw.execute([body.query], [d], meta=[body.meta]))[0])
+        await _record(request, [d])
     return JSONResponse(d)   # JSON-safe already (`_finite`): no jsonable_encoder walk
 
 def _item(raw, gw: Gateway) -> tuple[RouteRequest | None, dict | None]:
@@ -196,8 +218,11 @@ async def route_batch(body: BatchRequest, request: Request):
     parsed = [_item(raw, gw) for raw in body.items]
     results: list = [dict(err, index=i) if err else None for i, (_, err) in enumerate(parsed)]
     ok = [i for i, (item, _) in enumerate(parsed) if item is not None]
-    if any(parsed[i][0].execute for i in ok): await _check_budget(request)
-    decisions = gw.decide([parsed[i][0].query for i in ok], [parsed[i][0].task for i in ok]) if ok else []
+    async with _budget(request, any(parsed[i][0].execute for i in ok)):
+        return await _run_batch(gw, request, parsed, results, ok)
+
+async def _run_batch(gw: Gateway, request: Request, parsed: list, results: list, ok: list[int]):
+    decisions = await asyncio.to_thread(gw.decide, [parsed[i][0].query for i in ok], [parsed[i][0].task for i in ok]) if ok else []
     for i, d in zip(ok, decisions):
         try: results[i] = dict(gw.plan([d], [parsed[i][0].routenlp.plain()])[0], index=i)
         except RequestError as e: results[i] = dict(request_error(e).body, index=i)
@@ -211,7 +236,8 @@ async def route_batch(body: BatchRequest, request: Request):
 
 # %% ../../nbs/34_serving_app.ipynb #a32f0032
 async def feedback(body: FeedbackRequest, request: Request):
-    gw, log = _gateway(request), request.app.state.log
+    gw, st = _gateway(request), request.app.state
+    log = st.log
     if (body.acceptable is None) == (body.quality is None):
         raise GatewayError(422, 'send exactly one of `acceptable` (true / false) and `quality` (0 to 1)', 'acceptable', 'one_of')
     async with request.app.state.feedback_lock:   # check, apply, store: one feedback at a time in this process
@@ -219,11 +245,14 @@ async def feedback(body: FeedbackRequest, request: Request):
         if d is None: raise GatewayError(404, f'no decision {body.decision_id!r} in the decision log', 'decision_id', 'unknown_decision')
         if await asyncio.to_thread(log.has_feedback, body.decision_id):
             raise GatewayError(409, f'decision {body.decision_id!r} already has feedback', 'decision_id', 'duplicate_feedback')
+        if d.get('key_id') and d['key_id'] != getattr(request.state, 'key_id', None):
+            raise GatewayError(403, 'feedback on a decision is taken from the API key that made it', 'decision_id', 'not_your_decision', 'permission_error')
         acceptable = body.acceptable if body.acceptable is not None else gw.acceptable_of(d['task'], body.quality)
-        gw.sync_thresholds(await asyncio.to_thread(log.thresholds, gw.models.alpha))   # step from the shared tau
+        gw.sync_thresholds(await asyncio.to_thread(log.thresholds, gw.models.alpha, st.since))   # step from the shared tau
         result = gw.feedback(d, acceptable)
-        update = result | {'alpha': gw.models.alpha} if result['updated'] else result   # with alpha: the new tau is saved too
-        await asyncio.to_thread(log.add_feedback, body.decision_id, acceptable=acceptable, quality=body.quality, update=update)
+        try: await asyncio.to_thread(log.add_feedback, body.decision_id, acceptable=acceptable, quality=body.quality, update=result)
+        except FeedbackExists as e: raise GatewayError(409, str(e), 'decision_id', 'duplicate_feedback')   # another replica's, just now
+        for step in result['steps']: await asyncio.to_thread(log.save_threshold, step['tier'], d['task'], gw.models.alpha, math.inf if step['tau_after'] is None else step['tau_after'])
         return result
 
 # %% ../../nbs/34_serving_app.ipynb #a32f0016
@@ -253,7 +282,7 @@ def query_text(messages: Sequence[ChatMessage]) -> str:
     for m in reversed(messages):
         if m.role != 'user': continue
         c = m.content
-        text = c if isinstance(c, str) else ' '.join(p.get('text', '') for p in (c or []) if p.get('type') == 'text')
+        text = c if isinstance(c, str) else ' '.join(p['text'] for p in (c or []) if p.get('type') == 'text' and isinstance(p.get('text'), str))
         if text.strip(): return text
         break
     raise GatewayError(400, 'field `messages`: no user message with text content', 'messages', 'no_user_message')
@@ -285,12 +314,16 @@ async def chat_completions(body: ChatRequest, request: Request):
     gw, ext = _gateway(request), body.routenlp
     text = query_text(body.messages)
     task, only, inferred = resolve_model(gw, body.model, ext.task, text)
-    await _check_budget(request)
     controls = ext.model_dump(exclude_none=True, exclude={'task', 'meta'}) | ({'start_tier': only} if only else {})
-    d = gw.plan([await request.app.state.batcher.decide(text, task)], [controls])[0]
-    if inferred: d['task_inferred'] = inferred
-    d.update((await gw.execute([text], [d], only=only, meta=[ext.meta]))[0])
-    await _record(request, [d])
+    async with _budget(request):
+        d = gw.plan([await request.app.state.batcher.decide(text, task)], [controls])[0]
+        if only and d['start_tier'] != only:   # the ceiling moved the start: a tier asked for by name is that tier or nothing
+            raise GatewayError(400, f"model {only!r} alone is expected to cost ${d['expected_cost_usd'].get(only) or 0:.3g}, over "
+                                    f"routenlp.max_cost_usd {ext.max_cost_usd:g}", 'routenlp.max_cost_usd', 'cost_ceiling')
+        if only and d.get('cost_ceiling'): d['cost_ceiling']['not_called'] = []
+        if inferred: d['task_inferred'] = inferred
+        d.update((await gw.execute([text], [d], only=only, meta=[ext.meta]))[0])
+        await _record(request, [d])
     if d['error']: raise GatewayError(502, f"no tier answered: {d['error']} (decision {d['decision_id']})", None, 'tier_error', 'server_error')
     out = completion(body.model, d)
     if body.stream: return StreamingResponse(sse_chunks(out), media_type='text/event-stream', headers=trace_headers(d))
@@ -299,8 +332,8 @@ async def chat_completions(body: ChatRequest, request: Request):
 _POST = error_responses(400, 401, 403, 413, 422, 503)
 ROUTES = [('/health', health, ['GET'], {503: {'description': 'no tier is ready'}}),
           ('/metrics', metrics, ['GET'], {200: {'description': 'Prometheus text format', 'content': {CONTENT_TYPE_LATEST.split(';')[0]: {}}}}),
-          ('/route', route_one, ['POST'], _POST | error_responses(429, 502)),
-          ('/route/batch', route_batch, ['POST'], _POST | error_responses(429, 502)),
+          ('/route', route_one, ['POST'], _POST | error_responses(429)),
+          ('/route/batch', route_batch, ['POST'], _POST | error_responses(429)),
           ('/feedback', feedback, ['POST'], _POST | error_responses(404, 409)),
           ('/v1/models', list_models, ['GET'], error_responses(401, 403, 503)),
           ('/v1/chat/completions', chat_completions, ['POST'],

@@ -5,7 +5,7 @@
 # %% ../../nbs/32_serving.ipynb #a31f0003
 from __future__ import annotations
 
-import asyncio, collections, math, re, time, uuid
+import asyncio, collections, math, re, threading, time, uuid
 from typing import Sequence
 
 import numpy as np
@@ -231,6 +231,12 @@ def _threshold_entry(engine: CascadeEngine, tier: str, task: str) -> tuple[float
     return _finite(tau), None
 
 # %% ../../nbs/32_serving.ipynb #a31f0023
+_SCORE_LOCK = threading.Lock()   # the estimator sets torch's (process-wide) thread count: one scoring at a time
+
+@patch
+def _scored(self: Gateway, task: str, tier: str, texts, outputs):
+    with _SCORE_LOCK: return self.models.confidence.score(SUITE, task, tier, texts, outputs)
+
 @patch
 async def _score(self: Gateway, tier: str, requests, got) -> list[str | None]:
     "Fill a NaN confidence with the estimator's score (in place); where each confidence came from."
@@ -241,7 +247,7 @@ async def _score(self: Gateway, tier: str, requests, got) -> list[str | None]:
     for task in sorted({requests[i].task for i in todo}):
         idx = [i for i in todo if requests[i].task == task]
         if (SUITE, task, tier) not in est.cells: continue
-        try: p = await asyncio.to_thread(est.score, SUITE, task, tier, [requests[i].text for i in idx], [got[i].output for i in idx])
+        try: p = await asyncio.to_thread(self._scored, task, tier, [requests[i].text for i in idx], [got[i].output for i in idx])
         except Exception as e:   # the answer stays unscored: it escalates; the trace names why
             for i in idx: src[i] = f'none: estimator failed ({type(e).__name__}: {e})'[:300]
             continue
@@ -311,22 +317,22 @@ def acceptable_of(self: Gateway, task: str, quality: float) -> bool:
 
 @patch
 def feedback(self: Gateway, decision: dict, acceptable: bool) -> dict:
-    "Apply one audited outcome of a served decision to the online thresholds; what was done and why."
+    "Apply one audited outcome of a served decision to the online thresholds (one ACI step per thresholded tier visited)."
     task, by = decision['task'], decision.get('answered_by')
-    out = {'decision_id': decision['decision_id'], 'task': task, 'tier': by, 'acceptable': bool(acceptable), 'updated': False}
-    step = next((c for c in reversed(decision.get('calls') or []) if c['tier'] == by), None)
-    if by is None or step is None: why = 'no answer was served for this decision (routed only, or every tier failed)'
-    elif decision.get('fallback'): why = f"{by}'s answer was a fallback below its threshold"
-    elif step['threshold'] is None: why = f"{by} answered as the last tier of its path: no threshold to move"
-    elif float(decision.get('alpha', self.models.alpha)) != self.models.alpha:
+    out = {'decision_id': decision['decision_id'], 'task': task, 'tier': by, 'acceptable': bool(acceptable), 'updated': False, 'steps': []}
+    steps = [c for c in decision.get('calls') or [] if c['threshold'] is not None and not c['error']]
+    if float(decision.get('alpha', self.models.alpha)) != self.models.alpha:
         why = f"served at alpha {decision['alpha']:g}; only the default alpha ({self.models.alpha:g}) is recalibrated online"
+    elif not steps: why = 'no tier with a threshold of its own answered this query (routed only, the last tier, or errors)'
     else: why = None
     self.metrics.feedback.labels(task, str(by), str(bool(acceptable)).lower(), str(why is None).lower()).inc()
     if why: return out | {'reason': why}
-    before = self.calibrator.threshold(by, task)
-    after = self.calibrator.update(by, task, step['confidence'], bool(acceptable), accepted=step['accepted'])
-    self.metrics.threshold.labels(by, task).set(after)
-    return out | {'updated': True, 'tau_before': _finite(before), 'tau_after': _finite(after)}
+    for c in steps:   # a kept answer is the served one (a fallback keeps none): err = 1 - acceptable; escalated: err = 0
+        before = self.calibrator.threshold(c['tier'], task)
+        after = self.calibrator.update(c['tier'], task, c['confidence'], bool(acceptable) or not c['accepted'], accepted=c['accepted'])
+        self.metrics.threshold.labels(c['tier'], task).set(after)
+        out['steps'].append({'tier': c['tier'], 'accepted': c['accepted'], 'tau_before': _finite(before), 'tau_after': _finite(after)})
+    return out | {'updated': True}
 
 @patch
 def sync_thresholds(self: Gateway, state: dict[tuple[str, str], float]) -> int:

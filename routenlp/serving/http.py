@@ -64,7 +64,7 @@ def load_api_keys(keys: Sequence[str] | None = None) -> dict[str, float | None]:
         elif os.environ.get('ROUTENLP_API_KEYS_FILE'):
             keys, sep = Path(os.environ['ROUTENLP_API_KEYS_FILE']).read_text().splitlines(), None
         else: keys = ()
-    out = dict(_key_entry(k, sep) for k in keys if k.strip())
+    out = dict(_key_entry(k, sep) for k in keys if k.strip() and not k.strip().startswith('#'))   # '#': a comment line
     bad = {key_id(k): b for k, b in out.items() if b is not None and not b >= 0}
     if bad: raise ValueError(f"API key budgets must be >= 0 USD; key ids {sorted(bad)} have {sorted(bad.values())}")
     return out
@@ -102,14 +102,14 @@ class Guard:
             if msg['type'] == 'http.response.start': status[0] = msg['status']
             await send(msg)
         self.metrics.in_flight.inc()
-        try: await self._handle(scope, receive, send_)
+        try: await self._handle(scope, receive, send_, status)
         finally:
             self.metrics.in_flight.dec()
             endpoint = scope['path'] if scope['path'] in self.endpoints else 'other'
             self.metrics.requests.labels(endpoint, str(status[0])).inc()
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
 
-    async def _handle(self, scope, receive, send):
+    async def _handle(self, scope, receive, send, status):
         headers = {k.decode('latin-1').lower(): v.decode('latin-1') for k, v in scope.get('headers', [])}
         if scope['path'] not in self.public:
             err, kid = key_error(self.keys, headers.get('authorization'))
@@ -121,7 +121,9 @@ class Guard:
         chunks, size = [], 0
         while True:
             msg = await receive()
-            if msg['type'] == 'http.disconnect': return
+            if msg['type'] == 'http.disconnect':
+                status[0] = 499   # the client left before its body arrived (nginx's code): not a server error
+                return
             size += len(msg.get('body', b''))
             if size > self.max: return await _send(send, too_big)
             chunks.append(msg.get('body', b''))
@@ -144,7 +146,8 @@ class Controls(BaseModel):
     "Per-request controls (the `routenlp` object): see `Gateway.plan`."
     model_config = ConfigDict(extra='forbid')
     alpha: float | None = Field(None, gt=0, lt=1, description='risk level, one of the calibrated set (GET /health lists it)')
-    max_cost_usd: float | None = Field(None, ge=0, description='never call a tier whose expected cost would take the spend past this')
+    max_cost_usd: float | None = Field(None, ge=0, allow_inf_nan=False,
+                                       description="plan only tiers whose expected costs sum to at most this (USD)")
     segment: str | None = Field(None, description='a label for per-group metrics, [A-Za-z0-9_.:-]{1,64}')
     start_tier: str | None = Field(None, description="start the cascade at this live tier instead of the router's choice")
 

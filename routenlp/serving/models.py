@@ -93,12 +93,13 @@ class GatewayModels:
 
 # %% ../../nbs/31_gateway_models.ipynb #a31f0007
 def fit_key(config: Config, tasks: Sequence[str], seed: int = 0, router: str = DEFAULT_ROUTER) -> dict:
-    "What a saved fit must match to be reused: tasks, seed, router, alpha, method, confidence features, outcome tables."
+    "What a saved fit must match to be reused: tasks, seed, router, the cascade and router config, outcome tables."
     tables = {t: hashlib.sha256(json.dumps(manifest_of(SUITE, t, config), sort_keys=True).encode()).hexdigest()[:16]
               for t in sorted(tasks)}
     c = config.cascade
     return {'format': 2, 'tasks': sorted(tasks), 'seed': seed, 'router': router, 'alpha': c.alpha, 'alphas': served_alphas(config),
-            'method': c.method, 'confidence_features': c.confidence_features, 'outcome_manifests': tables}
+            'method': c.method, 'confidence_features': c.confidence_features, 'outcome_manifests': tables,
+            'cascade': dataclasses.asdict(c), 'router_config': dataclasses.asdict(config.router)}
 
 def served_alphas(config: Config) -> list[float]:
     "`GATEWAY_ALPHAS` and the config's alpha."
