@@ -238,11 +238,30 @@ def test_budgets_feedback_and_the_decision_log(gateway, http, queries):
     log = gateway['app'].state.log
     d = log.get(first.model_extra['routenlp']['decision_id'])
     assert d['answered_by'] == 'T1' and d['key_id'] is not None and d['calls'][0]['tier'] == 'T1'
-    f = http.post('/feedback', json={'decision_id': d['decision_id'], 'quality': 1.0})
+    other = http.post('/feedback', json={'decision_id': d['decision_id'], 'quality': 1.0})
+    assert other.status_code == 403 and other.json()['error']['code'] == 'not_your_decision'   # another key's decision
+    own = httpx.Client(base_url=gateway['url'], headers={'Authorization': f'Bearer {POOR}'}, timeout=30)
+    f = own.post('/feedback', json={'decision_id': d['decision_id'], 'quality': 1.0})             # feedback spends nothing
     assert f.status_code == 200 and f.json()['acceptable'] is True and f.json()['updated'] is False
     assert 'no tier with a threshold' in f.json()['reason']        # T1 alone: no threshold of its own to move
-    assert http.post('/feedback', json={'decision_id': d['decision_id'], 'acceptable': False}).status_code == 409
+    assert own.post('/feedback', json={'decision_id': d['decision_id'], 'acceptable': False}).status_code == 409
     assert log.counts()['feedback'] >= 1 and log.integrity() == 'ok'
+
+
+def test_concurrent_batches_and_singles_share_the_router_safely(gateway, queries):
+    """/route/batch decides in a worker thread while /route decides on the event loop: the router's tokenizer is not
+    thread-safe (a load run once answered 500 'Already borrowed'), so every call must hold the gateway's encoder lock."""
+    from concurrent.futures import ThreadPoolExecutor
+    texts = list(queries.text) * 11
+    def batch(_):
+        return httpx.post(gateway['url'] + '/route/batch', json={'items': [{'query': t, 'task': TASK} for t in texts[:64]]},
+                          headers={'Authorization': f'Bearer {KEY}'}, timeout=60).status_code
+    def single(i):
+        return httpx.post(gateway['url'] + '/route', json={'query': texts[i], 'task': TASK},
+                          headers={'Authorization': f'Bearer {KEY}'}, timeout=60).status_code
+    with ThreadPoolExecutor(12) as pool:
+        codes = list(pool.map(batch, range(12))) + list(pool.map(single, range(48)))
+    assert codes == [200] * 60, sorted(set(codes))
 
 
 def test_bad_input_is_a_4xx_that_says_why(http):

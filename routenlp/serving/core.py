@@ -94,6 +94,7 @@ class Gateway:
         rt = models.router.tiers
         self._cols = [rt.index(n) if n in rt else None for n in self.names]
         self.max_segments, self._segments = max_segments, set()
+        self._encoder_lock = threading.Lock()   # HF tokenizers are not thread-safe ("Already borrowed"): one call at a time
         for task in self.tasks:
             for tier in self.names: self.metrics.threshold.labels(tier, task).set(self.engine.threshold(tier, task))
 
@@ -119,7 +120,8 @@ def decide(self: Gateway, texts: Sequence[str], tasks: Sequence[str]) -> list[di
     t0 = time.perf_counter()
     keys = [f'{SUITE}/{t}' for t in tasks]
     router = self.models.router
-    p_router, c_router = router.predict_proba(list(texts), keys), router.spec.cost_matrix(keys)
+    with self._encoder_lock: p_router = router.predict_proba(list(texts), keys)
+    c_router = router.spec.cost_matrix(keys)
     probs, costs = (np.full((len(keys), len(self.names)), np.nan) for _ in range(2))
     for j, col in enumerate(self._cols):
         if col is not None: probs[:, j], costs[:, j] = p_router[:, col], c_router[:, col]
@@ -150,7 +152,7 @@ def infer_task(self: Gateway, text: str, min_p: float = TASK_MIN_P) -> tuple[str
     if len(self.tasks) == 1: return self.tasks[0], {self.tasks[0]: 1.0}
     tc = self.models.task_classifier
     if tc is None: raise RequestError(f"this query names no task and the models have no task classifier; send `routenlp.task`, one of: {names}", 'routenlp.task', 'task_required')
-    p = tc.proba([text], self.config)[0]
+    with self._encoder_lock: p = tc.proba([text], self.config)[0]
     served = {t: float(p[tc.tasks.index(t)]) for t in self.tasks if t in tc.tasks}
     total = sum(served.values()) or 1.0
     probs = {t: v / total for t, v in sorted(served.items(), key=lambda kv: -kv[1])}
