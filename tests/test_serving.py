@@ -3,7 +3,7 @@ ONNX head of cs-intent (built here, small: 100 train queries, one epoch), the re
 and CRC thresholds fitted on the committed enterprise outcome table of cs-intent (the confidence estimator on
 hashing features, the cheap configured option), and the official `openai` SDK and httpx as clients. No mocks.
 Every request goes over loopback HTTP; the file runs in about a minute on two cores."""
-import dataclasses, shutil, socket, threading, time
+import dataclasses, shutil, threading, time
 from pathlib import Path
 
 import httpx
@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from routenlp.core import load_config
 from routenlp.data import load_benchmark
+from routenlp.llama_server import free_port
 from routenlp.suites import available_tasks, load_outcomes, load_queries
 from routenlp.systems import prepare_run
 from routenlp.router import StaticRouter
@@ -35,11 +36,6 @@ def config(data_dir, tmp_path_factory):
     return dataclasses.replace(cfg, data_dir=str(data_dir), cache_dir=str(tmp_path_factory.mktemp('serving-cache')),
                                cascade=dataclasses.replace(cfg.cascade, confidence_features='hashing'))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def serve(app):
