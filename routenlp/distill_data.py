@@ -5,7 +5,7 @@
 # %% ../nbs/38_distill_data.ipynb #d38a0004
 from __future__ import annotations
 
-import dataclasses
+import dataclasses, functools
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -17,22 +17,19 @@ from .core import Config, Registry, load_config, rng
 from .data import get_task, load_benchmark, load_task_queries
 from .failures import LABELS_TEACHER, FailureAnalyzer
 from .outcomes import SUITES, decode_value
+from .t1 import t1_train_queries
 from .tiers import Tier, TierRequest
 
 # %% auto #0
 __all__ = ['REFERENCE_TEACHER', 'TIER_LABEL_FORMATS', 'TEACHERS', 'DISTILL_COLUMNS', 'REPORT_COLUMNS', 'STRATEGIES',
            't1_training_ids', 'CandidateReport', 'candidate_pool', 'Teacher', 'reference_teacher', 'tier_teacher',
-           'as_teacher', 'allocate', 'pick_targeted', 'pick_random', 'DistillationDataGenerator', 'as_training_queries']
+           'as_teacher', 'allocate', 'pick_targeted', 'pick_random', 'chosen_clusters', 'cluster_members',
+           'cluster_centroids', 'DistillationDataGenerator', 'as_training_queries']
 
 # %% ../nbs/38_distill_data.ipynb #d38a0007
 def t1_training_ids(task: str, config: Config | None = None, seed: int = 0) -> set:
     "Query ids a T1 head of `seed` trains (and early-stops) on: `train_head`'s draw of max_pool // 2 held-out rows."
-    config = config or load_config()
-    train = load_benchmark(task, 'heldout', seed, config).queries.reset_index(drop=True)
-    n = config.splits.max_pool // 2 if config.splits.max_pool else None   # as routenlp.t1.train_head with max_train=None
-    if n is not None and n < len(train):
-        train = train.iloc[np.sort(rng(seed, 't1-train', task).permutation(len(train))[:n])]
-    return set(train['query_id'])
+    return set(t1_train_queries(task, config, seed)['query_id'])
 
 def _outcome_table_ids(task: str, config: Config) -> set:
     "Query ids of the task's committed enterprise outcome table (every split), empty when there is none."
@@ -123,16 +120,26 @@ def allocate(budget: int, scores: Sequence[float]) -> np.ndarray:
     out[np.argsort(-(raw - out), kind='stable')[:budget - out.sum()]] += 1
     return out
 
-def pick_targeted(E: np.ndarray, centroids: np.ndarray, asked: Sequence[int]) -> tuple[list, list, list]:
-    "Cluster by cluster (in order), the `asked` nearest rows of `E` (cosine) not taken yet: (rows, cluster index, distance) each."
-    E = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
-    C = centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+def _unit(X) -> np.ndarray:
+    X = np.asarray(X, float)
+    return X / np.maximum(np.linalg.norm(X, axis=-1, keepdims=True), 1e-12)
+
+def pick_targeted(E: np.ndarray, anchors, asked: Sequence[int]) -> tuple[list, list, list]:
+    """Per cluster (in order) `asked[j]` rows of `E` not taken yet, round-robin over its anchors (each its nearest, cosine).
+    `anchors`: one (m_j, d) array per cluster, or a (k, d) array (one anchor each). (rows, cluster index, distance to
+    the nearest anchor of the cluster) each."""
+    E = _unit(E)
+    groups = [_unit(a)[None, :] if np.ndim(a) == 1 else _unit(a) for a in anchors]
     free, rows, which, dist = np.ones(len(E), bool), [], [], []
-    for j, n in enumerate(asked):
-        d = 1.0 - E @ C[j]
-        order = [i for i in np.argsort(d, kind='stable') if free[i]][:n]
-        free[order] = False
-        rows += order; which += [j] * len(order); dist += d[order].tolist()
+    for j, (A, n) in enumerate(zip(groups, asked)):
+        S = E @ A.T                                           # (candidates, anchors)
+        order, ptr, got = np.argsort(-S, axis=0, kind='stable'), np.zeros(len(A), int), 0
+        while got < n and free.any():
+            for i in range(len(A)):
+                while ptr[i] < len(E) and not free[order[ptr[i], i]]: ptr[i] += 1
+                if got >= n or ptr[i] >= len(E): continue
+                r = int(order[ptr[i], i]); free[r] = False; got += 1
+                rows.append(r); which.append(j); dist.append(float(1.0 - S[r].max()))
     return rows, which, dist
 
 def pick_random(n: int, budget: int, seed: int, *salt) -> list:
@@ -155,7 +162,7 @@ def _check_failures(analyzer: FailureAnalyzer, task: str, config: Config) -> pd.
                          f"cluster failures of train / calibration rows only, or the test set chooses training data")
     return f
 
-def _chosen(analyzer: FailureAnalyzer, task: str, clusters: Sequence[int] | None, k: int) -> pd.DataFrame:
+def chosen_clusters(analyzer: FailureAnalyzer, task: str, clusters: Sequence[int] | None, k: int) -> pd.DataFrame:
     "The clusters to distil for (rows of `analyzer.clusters()`, best first): the given ids, else the task's top `k`."
     cl = analyzer.clusters()
     if clusters is None: return cl[(cl['task'] == task) & ~cl['noise']].head(k).reset_index(drop=True)
@@ -166,7 +173,13 @@ def _chosen(analyzer: FailureAnalyzer, task: str, clusters: Sequence[int] | None
         if row['noise'].iloc[0]: raise ValueError(f"cluster {c} is the noise of {task!r}, not a cluster")
     return cl[(cl['task'] == task) & cl['cluster'].isin(list(clusters))].reset_index(drop=True)
 
-def _centroids(analyzer: FailureAnalyzer, task: str, chosen: pd.DataFrame) -> np.ndarray:
+def cluster_members(analyzer: FailureAnalyzer, task: str, chosen: pd.DataFrame) -> list[np.ndarray]:
+    "One (size, d) array per chosen cluster: its failures' (unit) embeddings."
+    f = analyzer.failures_
+    return [analyzer.X_[((f['task'] == task) & (f['cluster'] == c)).to_numpy()] for c in chosen['cluster']]
+
+def cluster_centroids(analyzer: FailureAnalyzer, task: str, chosen: pd.DataFrame) -> np.ndarray:
+    "(len(chosen), d) mean embedding of each chosen cluster's failures (the analyzer's unit rows)."
     f = analyzer.failures_
     return np.stack([analyzer.X_[((f['task'] == task) & (f['cluster'] == c)).to_numpy()].mean(axis=0)
                      for c in chosen['cluster']]) if len(chosen) else np.zeros((0, analyzer.X_.shape[1]))
@@ -174,16 +187,21 @@ def _centroids(analyzer: FailureAnalyzer, task: str, chosen: pd.DataFrame) -> np
 # %% ../nbs/38_distill_data.ipynb #d38a0017
 STRATEGIES = Registry('distillation strategy')   # name -> (generator, task, candidates, analyzer, clusters, k) -> picks
 
-@STRATEGIES.register('targeted')
-def _targeted(gen, task, cand, analyzer, clusters, k) -> tuple[list, list, list, list]:
-    "Nearest candidates to each chosen cluster's centroid; the budget split by cluster score."
-    if analyzer is None: raise ValueError("strategy 'targeted' needs a fitted FailureAnalyzer (analyzer=...)")
-    chosen = _chosen(analyzer, task, clusters, k)
+def _near_failures(E, analyzer, task, chosen) -> np.ndarray:
+    "Cosine distance of each row of `E` to the nearest failure of the `chosen` clusters."
+    return 1.0 - (_unit(E) @ np.concatenate(cluster_members(analyzer, task, chosen)).T).max(axis=1)
+
+def _targeted(gen, task, cand, analyzer, clusters, k, anchors=cluster_members) -> tuple[list, list, list, list]:
+    "Candidates nearest each chosen cluster's `anchors` (its failures, or its centroid); the budget split by cluster score."
+    if analyzer is None: raise ValueError(f"strategy {gen.strategy!r} needs a fitted FailureAnalyzer (analyzer=...)")
+    chosen = chosen_clusters(analyzer, task, clusters, k)
     if chosen.empty:
         return [], [], [], [dict(cluster=None, score=np.nan, asked=gen.budget, given=0, candidates_left=len(cand),
                                  note=f"no failure clusters of {task} to target")]
     asked = allocate(gen.budget, chosen['score'])
-    rows, which, dist = pick_targeted(gen.embed(cand['text'].tolist()), _centroids(analyzer, task, chosen), asked)
+    E = np.asarray(gen.embed(cand['text'].tolist()), float)
+    rows, which, _ = pick_targeted(E, anchors(analyzer, task, chosen), asked)
+    dist = _near_failures(E[rows], analyzer, task, chosen).tolist() if rows else []
     given, report = np.bincount(which, minlength=len(chosen)), []
     for j, r in chosen.iterrows():
         report.append(dict(cluster=int(r['cluster']), score=float(r['score']), asked=int(asked[j]), given=int(given[j]),
@@ -191,17 +209,16 @@ def _targeted(gen, task, cand, analyzer, clusters, k) -> tuple[list, list, list,
                            note='' if given[j] == asked[j] else 'candidates ran out'))
     return rows, [int(chosen['cluster'][j]) for j in which], dist, report
 
+STRATEGIES['targeted'] = _targeted
+STRATEGIES['targeted-centroid'] = functools.partial(_targeted, anchors=cluster_centroids)
+
 @STRATEGIES.register('random')
 def _random(gen, task, cand, analyzer, clusters, k) -> tuple[list, list, list, list]:
     "The same budget drawn uniformly from the same candidates (the control); distance to the nearest chosen cluster if any."
     rows, dist = pick_random(len(cand), gen.budget, gen.seed, task), [np.nan] * min(gen.budget, len(cand))
-    chosen = _chosen(analyzer, task, clusters, k) if analyzer is not None else None
+    chosen = chosen_clusters(analyzer, task, clusters, k) if analyzer is not None else None
     if chosen is not None and len(chosen) and rows:
-        C = _centroids(analyzer, task, chosen)
-        C = C / np.maximum(np.linalg.norm(C, axis=1, keepdims=True), 1e-12)
-        E = np.asarray(gen.embed(cand['text'].iloc[rows].tolist()), float)
-        E = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
-        dist = (1.0 - E @ C.T).min(axis=1).tolist()
+        dist = _near_failures(gen.embed(cand['text'].iloc[rows].tolist()), analyzer, task, chosen).tolist()
     note = '' if len(rows) == gen.budget else 'candidates ran out'
     return rows, [None] * len(rows), dist, [dict(cluster=None, score=np.nan, asked=gen.budget, given=len(rows),
                                                   candidates_left=len(cand) - len(rows), note=note)]
@@ -221,20 +238,24 @@ class DistillationDataGenerator:
         self.max_candidates = max_candidates
         self.embed = embed or (lambda texts: minilm_embeddings(texts, self.config))
 
-    def candidates(self, task: str) -> tuple[pd.DataFrame, CandidateReport]:
-        "`candidate_pool` of `task`, cut to a seeded `max_candidates` subsample (the same for every strategy) when set."
+    def candidates(self, task: str, exclude: Sequence = ()) -> tuple[pd.DataFrame, CandidateReport]:
+        "`candidate_pool` of `task`, cut to a seeded `max_candidates` subsample (the same for every strategy) when set, less `exclude`."
         cand, rep = candidate_pool(task, self.config, self.seeds, self.t1_seeds)
         if self.max_candidates is not None and self.max_candidates < len(cand):
             keep = np.sort(rng(self.seed, 'distill-candidates', task).permutation(len(cand))[:self.max_candidates])
             cand, rep.note = cand.iloc[keep].reset_index(drop=True), f"subsampled to max_candidates = {self.max_candidates}"
+        taken = cand['query_id'].isin(set(exclude))
+        if taken.any():   # distilled before (an earlier loop iteration): a query is labelled once
+            cand, rep.excluded['distilled before'] = cand[~taken].reset_index(drop=True), int(taken.sum())
+            rep.candidates = len(cand)
         return cand, rep
 
     def generate(self, task: str, analyzer: FailureAnalyzer | None = None, clusters: Sequence[int] | None = None,
-                 k: int = 5) -> pd.DataFrame:
-        "`budget` distinct labelled candidates of `task` (`DISTILL_COLUMNS`); `report` / `candidate_report` set."
+                 k: int = 5, exclude: Sequence = ()) -> pd.DataFrame:
+        "`budget` distinct labelled candidates of `task` (`DISTILL_COLUMNS`), none in `exclude`; `report` / `candidate_report` set."
         get_task(task)
         if analyzer is not None: _check_failures(analyzer, task, self.config)
-        cand, self.candidate_report = self.candidates(task)
+        cand, self.candidate_report = self.candidates(task, exclude)
         if cand.empty:
             rows, which, dist = [], [], []
             report = [dict(cluster=None, score=np.nan, asked=self.budget, given=0, candidates_left=0, note=self.candidate_report.note)]

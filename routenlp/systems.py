@@ -26,10 +26,12 @@ __all__ = ['DEFAULT_ROUTER', 'prepare_run', 'router_data_of', 'router_key', 'fit
            'Routed', 'RoutedCascade']
 
 # %% ../nbs/22_systems.ipynb #5a000006
-def prepare_run(suite: str, task: str, seed: int, config: Config | None = None) -> TaskRun:
-    "The `TaskRun` of (suite, task, seed): complete queries, confidence filled from the train rows, latency simulated."
+def prepare_run(suite: str, task: str, seed: int, config: Config | None = None,
+                outcomes: pd.DataFrame | None = None) -> TaskRun:
+    "The `TaskRun` of (suite, task, seed): complete queries, confidence filled, latency simulated; `outcomes` overrides the table."
     config = config or load_config()
-    outcomes, dropped = complete_queries(load_outcomes(suite, task, seed=seed, config=config))
+    table = load_outcomes(suite, task, seed=seed, config=config) if outcomes is None else outcomes
+    outcomes, dropped = complete_queries(table)
     queries = load_queries(suite, task, seed=seed, config=config)
     outcomes = simulate_latency(fill_confidence(outcomes, queries, seed, config), config, seed)
     return TaskRun(outcomes, queries, config, seed, dropped=dropped)

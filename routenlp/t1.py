@@ -5,11 +5,12 @@
 # %% ../nbs/12_t1.ipynb #eceda18f
 from __future__ import annotations
 
-import dataclasses, time
+import dataclasses, hashlib, json, time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 
 from .core import Config, load_config, rng, seed_everything
 from .data import load_benchmark
@@ -19,8 +20,8 @@ from .t1_heads import (HEADS, Classify, Encoded, HeadKind, HeadSpec, Retrieve, S
                                align_labels, answer_requests, backbone_path, encode_rows, head_kind)
 
 # %% auto #0
-__all__ = ['HEAD_OUTPUTS', 'load_backbone', 'build_head_model', 'tiny_bert', 'torch_runner', 'TrainedHead', 'split_validation',
-           'train_head', 'tune_threshold']
+__all__ = ['HEAD_OUTPUTS', 'EXTRA_COLUMNS', 'load_backbone', 'build_head_model', 'tiny_bert', 'torch_runner', 'TrainedHead',
+           'split_validation', 't1_train_queries', 'check_extra', 'training_data_hash', 'train_head', 'tune_threshold']
 
 # %% ../nbs/12_t1.ipynb #c3078536
 HEAD_OUTPUTS = ('pooled', 'score', 'tokens', 'embedding')
@@ -170,11 +171,40 @@ def _label_embeddings(model, tokenizer, labels, max_length) -> np.ndarray:
     model_emb = build_head_model(model.bert, 'embedding')
     return torch_runner(model_emb)(encode_rows(tokenizer, names, max_length).feeds)
 
+# %% ../nbs/12_t1.ipynb #1c0d0016
+EXTRA_COLUMNS = ('query_id', 'text', 'reference', 'meta')   # what an `extra` training row needs
+
+def t1_train_queries(task: str, config: Config | None = None, seed: int = 0, max_train: int | None = None) -> pd.DataFrame:
+    "The held-out queries a T1 head of `seed` trains on: a seeded draw of `max_train` (default `splits.max_pool // 2`)."
+    config = config or load_config()
+    train = load_benchmark(task, 'heldout', seed, config).queries.reset_index(drop=True)
+    if max_train is None and config.splits.max_pool: max_train = config.splits.max_pool // 2
+    if max_train is not None and max_train < len(train):
+        train = train.iloc[np.sort(rng(seed, 't1-train', task).permutation(len(train))[:max_train])].reset_index(drop=True)
+    return train
+
+def check_extra(extra: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:
+    "`extra` as training rows (its `EXTRA_COLUMNS`); ValueError naming a missing column, a duplicate or a base query."
+    missing = [c for c in EXTRA_COLUMNS if c not in extra]
+    if missing: raise ValueError(f"extra training rows lack column(s) {missing}; they need {list(EXTRA_COLUMNS)}")
+    ids = extra['query_id']
+    if ids.duplicated().any(): raise ValueError(f"extra training rows repeat query {ids[ids.duplicated()].iloc[0]!r}")
+    clash = ids[ids.isin(set(base['query_id']))]
+    if len(clash): raise ValueError(f"extra training row {clash.iloc[0]!r} is already a base training query")
+    return extra[list(EXTRA_COLUMNS)].reset_index(drop=True)
+
+def training_data_hash(extra: pd.DataFrame | None) -> str | None:
+    "sha256 (16 hex) of `extra`'s rows in order (id, text, label, meta); None for no extra data."
+    if extra is None or not len(extra): return None
+    rows = [[str(q), str(t), r.tolist() if isinstance(r, np.ndarray) else r, m]
+            for q, t, r, m in zip(extra['query_id'], extra['text'], extra['reference'], extra['meta'])]
+    return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
 # %% ../nbs/12_t1.ipynb #1c0d0010
 def train_head(task: str, config: Config | None = None, seed: int = 0, max_train: int | None = None,
                model: str = 'minilm-l6-heads', bert=None, max_epochs: int | None = None, threads: int | None = 1,
-               queries=None, log: Callable[[str], None] | None = None) -> TrainedHead:
-    "Train `task`'s T1 head on its held-out queries, seeded by `seed` (see the steps above); `bert` overrides the backbone."
+               queries=None, extra: pd.DataFrame | None = None, log: Callable[[str], None] | None = None) -> TrainedHead:
+    "Train `task`'s T1 head on its held-out queries (or `queries`) plus `extra` rows, seeded by `seed`; `bert` overrides the backbone."
     config = config or load_config()
     spec, kind = HEADS[task], head_kind(task)
     if max_epochs is not None: spec = dataclasses.replace(spec, max_epochs=max_epochs)
@@ -183,13 +213,12 @@ def train_head(task: str, config: Config | None = None, seed: int = 0, max_train
     with torch_threads(threads):
         seed_everything(seed)
         data = load_benchmark(task, 'heldout', seed, config) if queries is None else None
-        train = (data.queries if queries is None else queries).reset_index(drop=True)
-        if max_train is None and queries is None and config.splits.max_pool: max_train = config.splits.max_pool // 2
-        if max_train is not None and max_train < len(train):
-            train = train.iloc[np.sort(rng(seed, 't1-train', task).permutation(len(train))[:max_train])].reset_index(drop=True)
+        train = t1_train_queries(task, config, seed, max_train) if queries is None else queries.reset_index(drop=True)
+        extra = check_extra(extra, train) if extra is not None and len(extra) else None
         labels = data.spec.labels if data is not None and kind.output == 'pooled' and data.spec.labels else None
-        info = kind.fit_info(train, labels=labels)
+        info = kind.fit_info(train if extra is None else pd.concat([train, extra], ignore_index=True), labels=labels)
         fit, val = split_validation(train, spec.val_fraction if spec.max_epochs else 0.0, seed, task)
+        if extra is not None: train, fit = (pd.concat([d, extra], ignore_index=True) for d in (train, fit))
         bert = bert if bert is not None else load_backbone(model)
         net = build_head_model(bert, kind.output, kind.n_out(info))
         tokenizer = minilm_tokenizer(backbone_path(model), kind.truncation_side)

@@ -19,7 +19,7 @@ from .core import minilm_tokenizer
 from .encoder import ort_session, quantize_int8
 from .metrics import example_quality
 from .outcomes import decode_value
-from .t1 import TrainedHead, torch_runner, train_head
+from .t1 import TrainedHead, torch_runner, train_head, training_data_hash
 from .t1_heads import (FEED_NAMES, HEAD_KINDS, HEADS, Answer, Encoded, HeadKind, _torch, answer_requests,
                                backbone_path, encode_rows, head_kind)
 from .tiers import Response, Tier, TierRequest
@@ -150,9 +150,11 @@ def load_head(folder: Path | str, quantize: bool = True, threads: int = 1, verif
 # %% ../nbs/13_t1_onnx.ipynb #87af28c5
 RECIPE_VERSION = 2  # bump when training / export code changes what a head computes
 
-def head_dir(config: Config, task: str, seed: int = 0, model: str = 'minilm-l6-heads', max_train: int | None = None) -> Path:
-    "Cache folder of `task`'s head for `seed` (created parent; the folder itself may not exist yet)."
-    key = stable_hash(RECIPE_VERSION, model, task, HEADS[task], dataclasses.astuple(config.splits), max_train)
+def head_dir(config: Config, task: str, seed: int = 0, model: str = 'minilm-l6-heads', max_train: int | None = None,
+             data_hash: str | None = None) -> Path:
+    "Cache folder of `task`'s head for `seed` trained with extra data of `training_data_hash` `data_hash` (None: none)."
+    extra = () if data_hash is None else (data_hash,)   # no extra data: the key the committed tables' heads have
+    key = stable_hash(RECIPE_VERSION, model, task, HEADS[task], dataclasses.astuple(config.splits), max_train, *extra)
     return cache_dir(config, 't1', model.replace('/', '__')) / f'{task}-seed{seed}-{key % 16**10:010x}'
 
 def head_complete(folder: Path) -> bool:
@@ -190,19 +192,21 @@ def _sample_rows(task: str, kind: HeadKind, queries, n: int = 16) -> list:
 def build_head(task: str, config: Config | None = None, seed: int = 0, model: str = 'minilm-l6-heads',
                max_train: int | None = None, quantize: bool = True, evaluate: bool = True, n_eval: int | None = 100,
                threads: int | None = 1, folder: Path | None = None, log: Callable[[str], None] | None = None,
-               **train_kw) -> Path:
-    "Train, export, (evaluate) and write the manifest of `task`'s head; returns its folder."
+               extra=None, **train_kw) -> Path:
+    "Train (on the held-out draw plus `extra` rows), export, (evaluate) and write the manifest of `task`'s head; its folder."
     config = config or load_config()
-    folder = Path(folder or head_dir(config, task, seed, model, max_train))
+    data_hash = training_data_hash(extra)
+    folder = Path(folder or head_dir(config, task, seed, model, max_train, data_hash))
     tmp = folder.with_name(folder.name + f'.tmp-{os.getpid()}')
     shutil.rmtree(tmp, ignore_errors=True)
-    trained = train_head(task, config, seed, max_train, model, threads=threads, log=log, **train_kw)
+    trained = train_head(task, config, seed, max_train, model, threads=threads, log=log, extra=extra, **train_kw)
     train_q = load_benchmark(task, 'heldout', seed, config).queries if 'queries' not in train_kw else train_kw['queries']
     exported = export_head(trained, tmp, _sample_rows(task, head_kind(task), train_q), quantize)
     files = {name: file_sha256(tmp / name) for name in exported['files']}
     manifest = {'task': task, 'seed': seed, 'backbone': model, 'kind': trained.spec.kind,
                 'head_spec': dataclasses.asdict(trained.spec), 'max_train': max_train, 'n_train': trained.n_train,
                 'n_val': trained.n_val, 'n_rows': trained.n_rows, 'epochs': trained.epochs,
+                'extra_rows': 0 if extra is None else len(extra), 'extra_data_sha256': data_hash,
                 'val_losses': [None if math.isnan(v) else round(v, 5) for v in trained.val_losses],
                 'train_seconds': round(trained.train_seconds, 2),
                 'train_cpu_seconds': round(trained.train_cpu_seconds, 2), 'export_seconds': round(exported['export_seconds'], 2),
