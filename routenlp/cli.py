@@ -16,7 +16,7 @@ from .systems import DEFAULT_ROUTER
 
 # %% auto #0
 __all__ = ['CONFIG_MODULES', 'SERVING_APP', 'SERVING_ENV', 'COMMANDS', 'cmd_config', 'cmd_data_report', 'cmd_build_outcomes',
-           'cmd_collect', 'cmd_serve', 'cmd_calibrate', 'build_parser', 'main', 'cmd_coopt']
+           'cmd_collect', 'cmd_serve', 'cmd_calibrate', 'build_parser', 'main', 'cmd_coopt', 'cmd_verify_compliance']
 
 # %% ../nbs/40_cli.ipynb #c11c0002
 CONFIG_MODULES = ('routenlp.suites', 'routenlp.portfolio', 'routenlp.router', 'routenlp.confidence', 'routenlp.conformal')
@@ -200,3 +200,16 @@ COMMANDS['coopt'] = (cmd_coopt, 'run the co-optimisation loop (failure clusters 
                                 p.add_argument('--max-candidates', type=int, default=None,
                                                help='cap on candidate queries per task (embedding cost)'),
                                 p.add_argument('--out', default=None, help='folder for history.csv and coopt_log.jsonl')))
+
+# %% ../nbs/40_cli.ipynb #c00c0004
+def cmd_verify_compliance(args) -> int:
+    "Check the repository states limitations, risks, compute, data licences, human evaluation, reproduction; exit 1 if not."
+    from routenlp.compliance import format_report, run_checks
+    findings = run_checks(args.root, args.check or None, data_dir=args.data_dir)   # unknown check: KeyError -> main, exit 2
+    print(format_report(findings))
+    return 0 if all(f.ok for f in findings) else 1
+
+COMMANDS['verify-compliance'] = (cmd_verify_compliance, 'check the repository states what an ACL industry paper must (prints what is missing)',
+    lambda p: (p.add_argument('--check', action='append', default=None, help='run only this check (repeatable; default: all)'),
+               p.add_argument('--root', default=None, help='repository to check (default: the project root)'),
+               p.add_argument('--data-dir', default=None, help='data dir whose README lists the datasets (default: ROUTENLP_DATA_DIR)')))

@@ -239,7 +239,7 @@ def collect(tasks: Sequence[str] | None = None, tiers: Sequence[str] | None = No
     tasks = list(tasks or TASK_REGISTRY)
     for t in tasks: get_task(t)
     own = portfolio is None
-    portfolio = portfolio or ModelPortfolio.from_config(config, tiers)
+    portfolio = portfolio or ModelPortfolio.from_config(config, tiers, onnx={'tasks': tasks})   # T1 heads of these tasks only
     models = {t.name: t.model for t in config.portfolio.tiers}
     reports = []
     try:

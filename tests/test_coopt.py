@@ -24,13 +24,13 @@ def loops(tmp_path_factory):
     log = tmp_path_factory.mktemp('coopt') / 'coopt_log.jsonl'
     targeted = CoOptLoop([TASK], seed=0, strategy='targeted', budget=100, iterations=1, max_candidates=2000, log_path=log)
     targeted.start()
-    rand = targeted.fork('random')
+    rand, none = targeted.fork('random'), targeted.fork('none')
     targeted.step(); rand.step()
-    return targeted, rand, log
+    return targeted, rand, log, none
 
 
 def test_targeted_improves_t1_near_the_failures_more_than_random(loops):
-    targeted, rand, _ = loops
+    targeted, rand, _, _ = loops
     t, r = targeted.history[-1], rand.history[-1]
     print({k: (t[k], r[k]) for k in ('nbhd_n', 'nbhd_before', 'nbhd_after', 't1_acceptable', 'new_distance')})
     # one iteration-0 state and one analyzer: the same neighbourhood (test queries nearest the targeted failures)
@@ -42,7 +42,7 @@ def test_targeted_improves_t1_near_the_failures_more_than_random(loops):
 
 
 def test_distilled_rows_are_fresh_and_logged(loops):
-    targeted, rand, log = loops
+    targeted, rand, log, _ = loops
     config = load_config()
     cand, _ = candidate_pool(TASK, config)
     for loop in (targeted, rand):
@@ -59,8 +59,7 @@ def test_distilled_rows_are_fresh_and_logged(loops):
 
 
 def test_none_strategy_and_cli(loops, tmp_path, capsys):
-    targeted, _, _ = loops
-    none = targeted.fork('none')
+    targeted, _, _, none = loops
     rows = none.step()
     assert rows[0]['added'] == 0 and rows[0]['t1_acceptable'] == targeted.history[0]['t1_acceptable']
     code = main(['coopt', '--tasks', TASK, '--iterations', '0', '--out', str(tmp_path)])
