@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SEEDS ?= 0 1 2 3 4
 export ROUTENLP_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: setup test reproduce export clean-nbs
+.PHONY: setup test reproduce export clean-nbs docs lab
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,16 @@ test: setup
 	$(BIN)/python tools/check_generated.py
 	$(BIN)/python tools/check_house.py
 	$(BIN)/nbdev_test --n_workers 2
+	$(BIN)/python tools/build_docs.py
 	$(BIN)/python -m pytest -q tests/
+
+# The documentation site (mkdocs-material + mkdocs-jupyter + mkdocstrings, strict) -> site/; publish: mkdocs gh-deploy
+docs: setup
+	$(BIN)/python tools/build_docs.py
+
+# JupyterLab on the notebooks (the source of the package); e.g. make lab LAB_ARGS="--no-browser --port 8888"
+lab: setup
+	$(BIN)/jupyter lab nbs/ $(LAB_ARGS) $(if $(filter 0,$(shell id -u)),--allow-root)
 
 reproduce: setup
 	$(BIN)/python tools/reproduce.py --seeds $(SEEDS)

@@ -12,8 +12,8 @@ for key in 'version description keywords author author_email'.split():
 def reqs(key): return cfg.get(key, '').split()
 
 requirements = reqs('requirements')
-extras = {'serving': reqs('serving_requirements'), 'dev': reqs('dev_requirements')}
-extras['all'] = sorted(set(extras['serving'] + extras['dev']))
+extras = {'serving': reqs('serving_requirements'), 'dev': reqs('dev_requirements'), 'gpu': reqs('gpu_requirements')}
+extras['all'] = sorted(set(extras['serving'] + extras['dev']))   # not `gpu`: vLLM needs a CUDA host
 
 setuptools.setup(
     name=cfg['lib_name'],

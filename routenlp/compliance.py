@@ -147,8 +147,10 @@ HUMAN = re.compile(r'human[- ](?:evaluation|eval\b|judg|annotat|rater|study|pref
 
 @compliance_check('human-evaluation', 'whether a human evaluation was done (and of what) is stated')
 def check_human_eval(root, data_dir):
-    hits = [(t, s.strip()) for _, t, b in sections((root / 'README.md').read_text() if (root / 'README.md').exists() else '')
-            for s in re.split(r'(?<=[.!?])\s+', b) if HUMAN.search(s) or HUMAN.search(t)]
+    hits = []   # (section, sentence): a section titled so gives its first sentence, any other its matching sentences
+    for _, t, b in sections((root / 'README.md').read_text() if (root / 'README.md').exists() else ''):
+        sentences = [x.strip() for x in re.split(r'(?<=[.!?])\s+', b) if x.strip()]
+        hits += [(t, x) for x in (sentences[:1] if HUMAN.search(t) else sentences) if HUMAN.search(t) or HUMAN.search(x)]
     if not hits: return [], ['README.md: no statement of human-evaluation status (say whether one was done; if not, '
                              'what stands in for it, e.g. the GPT-4-turbo judge agreement of nbs/99)'], []
     return [f'README.md § {t}: "{" ".join(s.split())[:100]}"' for t, s in hits[:3]], [], []
