@@ -17,6 +17,7 @@ from .confidence import minilm_embeddings
 from fastcore.basics import patch_to
 
 from .core import Config, Registry, load_config, stable_hash
+from .data import get_task
 from .distill_data import (STRATEGIES, DistillationDataGenerator, as_training_queries, chosen_clusters,
                                    cluster_members)
 from .evaluation import SYSTEMS, TaskRun, as_decisions, evaluate_system
@@ -30,8 +31,8 @@ from .t1_onnx import ONNX_FILES, LocalModelTier, build_head, head_complete, head
 from .tiers import TierRequest
 
 # %% auto #0
-__all__ = ['SERVED', 'LOOP_STRATEGIES', 't1_tier_config', 'head_for', 't1_outcomes', 'with_tier_rows', 'served_decisions',
-           'state_metrics', 'neighbourhood', 'CoOptLoop']
+__all__ = ['OUTCOMES_VERSION', 'SERVED', 'LOOP_STRATEGIES', 't1_tier_config', 'head_for', 't1_outcomes', 'with_tier_rows',
+           'served_decisions', 'state_metrics', 'neighbourhood', 'CoOptLoop']
 
 # %% ../nbs/39_coopt.ipynb #c0a00006
 def t1_tier_config(config: Config):
@@ -49,11 +50,15 @@ def head_for(task: str, extra: pd.DataFrame | None, config: Config, head_seed: i
         build_head(task, config, head_seed, model, folder=folder, evaluate=False, extra=extra)
     return folder
 
+OUTCOMES_VERSION = 1   # bump when scoring / `outcome_rows` change what a cached row holds
+
 def t1_outcomes(task: str, folder: Path, queries: pd.DataFrame, config: Config) -> pd.DataFrame:
-    "Outcome rows of the head in `folder` on `queries` (answered live, scored), cached beside the head by query ids."
-    path = Path(folder) / f"outcomes-{stable_hash(*queries['query_id']) % 16**10:010x}.parquet"
-    if path.exists(): return validate_outcomes(pd.read_parquet(path)).assign(split=queries['split'].to_numpy())
+    "Outcome rows of the head in `folder` on `queries` (answered live, scored), cached beside the head."
     tc = t1_tier_config(config)
+    key = stable_hash(OUTCOMES_VERSION, tc.name, tc.model, tc.quantize, tc.price_per_1k, dataclasses.astuple(config.metrics),
+                      get_task(task).acceptance_threshold, *queries['query_id']) % 16**10
+    path = Path(folder) / f"outcomes-{key:010x}.parquet"
+    if path.exists(): return validate_outcomes(pd.read_parquet(path)).assign(split=queries['split'].to_numpy())
     tier = LocalModelTier(tc.name, tc.price_per_1k, {task: folder}, threads=tc.threads, quantize=tc.quantize)
     try: responses = tier.predict([TierRequest(task, q, t, m if isinstance(m, dict) else {})
                                    for q, t, m in zip(queries['query_id'], queries['text'], queries['meta'])])
@@ -65,6 +70,8 @@ def t1_outcomes(task: str, folder: Path, queries: pd.DataFrame, config: Config) 
 
 def with_tier_rows(outcomes: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
     "`outcomes` with the rows of `rows`' tier replaced by `rows`, each keeping its query's split; every query once."
+    if rows.empty or rows['tier'].nunique() != 1:
+        raise ValueError(f"new rows must be one tier's, got {len(rows)} rows of tiers {sorted(set(rows['tier']))}")
     tier = rows['tier'].iloc[0]
     old = outcomes[outcomes['tier'] == tier]
     if set(old['query_id']) != set(rows['query_id']) or rows['query_id'].duplicated().any():
@@ -118,7 +125,7 @@ class CoOptLoop:
     def __init__(self, tasks: Sequence[str] | None = None, seed: int = 0, strategy: str = 'targeted', budget: int = 100,
                  iterations: int = 3, min_gain: float | None = None, system: str = 'router+cascade', alpha: float = 0.05,
                  router: str = DEFAULT_ROUTER, method: str = 'umap-hdbscan', k: int = 5, teacher='reference',
-                 neighbours: int = 1, max_candidates: int | None = None, head_seed: int = 0, config: Config | None = None,
+                 neighbours: int = 3, max_candidates: int | None = None, head_seed: int = 0, config: Config | None = None,
                  log_path: Path | str | None = None, log: Callable[[str], None] | None = None, **cluster_params):
         self.config = config or load_config()
         self.tasks = list(tasks or HEADS)
@@ -131,9 +138,9 @@ class CoOptLoop:
         self.system, self.alpha, self.router, self.k, self.neighbours, self.head_seed = system, alpha, router, k, neighbours, head_seed
         self.analyzer_args = dict(method=method, seed=seed, config=self.config, **cluster_params)
         FailureAnalyzer(**self.analyzer_args)   # a bad method / parameter fails here, not after iteration 0
-        self.generator = (None if strategy == 'none' else
-                          DistillationDataGenerator(teacher, strategy, budget, seed, self.config, t1_seeds=(head_seed,),
-                                                    max_candidates=max_candidates))
+        self.generator_args = dict(teacher=teacher, budget=budget, seed=seed, config=self.config, t1_seeds=(head_seed,),
+                                   max_candidates=max_candidates)
+        self.generator = None if strategy == 'none' else DistillationDataGenerator(strategy=strategy, **self.generator_args)
         self.log_path, self.say = (Path(log_path) if log_path else None), (log or (lambda s: None))
         self.added = {t: None for t in self.tasks}
         self.heads, self.runs, self.history, self.records, self.iteration = {}, {}, [], [], -1
@@ -161,10 +168,14 @@ def _t1_on(run: TaskRun, ids: Sequence, tier: str = 'T1') -> float:
     return float(o['acceptable'].mean()) if len(o) else float('nan')
 
 def _plain(x):
-    "JSON for numpy scalars / arrays and paths in a log record."
-    if isinstance(x, np.generic): return x.item()
-    if isinstance(x, np.ndarray): return x.tolist()
-    return str(x)
+    "A log record's value as plain JSON data: numpy scalars / arrays unwrapped, NaN -> None, paths as strings."
+    if isinstance(x, dict): return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, np.ndarray)): return [_plain(v) for v in x]
+    if isinstance(x, np.generic): x = x.item()
+    if isinstance(x, float) and not np.isfinite(x): return None
+    return x if x is None or isinstance(x, (str, int, float, bool)) else str(x)
+
+def _json(record: dict) -> str: return json.dumps(_plain(record), allow_nan=False)   # strict JSON: jq reads it
 
 @patch_to(CoOptLoop)
 def _evaluate(self, iteration: int, seconds: dict, extra: dict | None = None, details: dict | None = None) -> list[dict]:
@@ -192,11 +203,11 @@ def _log(self, iteration: int, rows: list[dict], seconds: dict, details: dict | 
     self.records.append(record)
     if self.log_path:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, 'a') as f: f.write(json.dumps(record, default=_plain) + '\n')
+        with open(self.log_path, 'a') as f: f.write(_json(record) + '\n')
 
 @patch_to(CoOptLoop)
 def start(self) -> list[dict]:
-    "Iteration 0: base heads retrained and re-collected live, router fitted, system evaluated."
+    "Iteration 0: the base heads (built when not cached) re-collected live, router fitted, system evaluated."
     seconds = self._state(self.tasks, {})
     self.iteration = 0
     return self._evaluate(0, seconds, {t: {'new_rows': 0} for t in self.tasks})
@@ -204,9 +215,9 @@ def start(self) -> list[dict]:
 # %% ../nbs/39_coopt.ipynb #c0a00017
 @patch_to(CoOptLoop)
 def _distil(self, seconds: dict) -> tuple[dict, dict]:
-    "Steps 2-3: failures of the train + calibration rows, clustered; new teacher-labelled rows per task. (extra, details)"
+    "Steps 2-3: failures of the train rows, clustered; new teacher-labelled rows per task. (extra, details)"
     t0 = time.perf_counter()
-    fails = pd.concat([failures_of(served_decisions(self.runs[t], self.system, self.alpha, self.router, ('train', 'calibration')),
+    fails = pd.concat([failures_of(served_decisions(self.runs[t], self.system, self.alpha, self.router, ('train',)),
                                    self.runs[t], teacher=LABELS_TEACHER) for t in self.tasks], ignore_index=True)
     analyzer = FailureAnalyzer(**self.analyzer_args)
     analyzer.fit_failures(fails)
@@ -257,16 +268,15 @@ def fork(self, strategy: str, log_path: Path | str | None = None) -> 'CoOptLoop'
     if self.iteration != 0: raise RuntimeError(f"fork a loop right after start() (iteration 0), not at iteration {self.iteration}")
     if strategy not in LOOP_STRATEGIES: raise ValueError(f"unknown strategy {strategy!r}; known: {list(LOOP_STRATEGIES)}")
     other = copy.copy(self)
-    g = self.generator or DistillationDataGenerator('reference', 'random', 0, self.seed, self.config, t1_seeds=(self.head_seed,))
     other.strategy, other.log_path = strategy, Path(log_path) if log_path else None
-    other.generator = None if strategy == 'none' else copy.copy(g)
-    if other.generator is not None: other.generator.strategy_fn, other.generator.strategy = STRATEGIES[strategy], strategy
+    other.generator = None if strategy == 'none' else DistillationDataGenerator(strategy=strategy, **self.generator_args)
     other.added, other.heads, other.runs = dict(self.added), dict(self.heads), dict(self.runs)
     other.history = [{**r, 'strategy': strategy} for r in self.history]
-    other.records = [{**r, 'strategy': strategy} for r in self.records]
+    other.records = [{**r, 'strategy': strategy, 'rows': [{**x, 'strategy': strategy} for x in r['rows']],
+                      'teacher': None if other.generator is None else other.generator.teacher.name} for r in self.records]
     if other.log_path:
         other.log_path.parent.mkdir(parents=True, exist_ok=True)
-        other.log_path.write_text(''.join(json.dumps(r, default=_plain) + '\n' for r in other.records))
+        other.log_path.write_text(''.join(_json(r) + '\n' for r in other.records))
     return other
 
 @patch_to(CoOptLoop)

@@ -22,11 +22,15 @@ from .tiers import Tier, TierRequest
 
 # %% auto #0
 __all__ = ['REFERENCE_TEACHER', 'TIER_LABEL_FORMATS', 'TEACHERS', 'DISTILL_COLUMNS', 'REPORT_COLUMNS', 'STRATEGIES',
-           't1_training_ids', 'CandidateReport', 'candidate_pool', 'Teacher', 'reference_teacher', 'tier_teacher',
-           'as_teacher', 'allocate', 'pick_targeted', 'pick_random', 'chosen_clusters', 'cluster_members',
-           'cluster_centroids', 'DistillationDataGenerator', 'as_training_queries']
+           'normalized_text', 't1_training_ids', 'CandidateReport', 'candidate_pool', 'Teacher', 'reference_teacher',
+           'tier_teacher', 'as_teacher', 'allocate', 'pick_targeted', 'pick_random', 'chosen_clusters',
+           'cluster_members', 'cluster_centroids', 'DistillationDataGenerator', 'as_training_queries']
 
 # %% ../nbs/38_distill_data.ipynb #d38a0007
+def normalized_text(text) -> str:
+    "`text` lower-cased with its whitespace collapsed: two queries with the same normalised text are one query."
+    return ' '.join(str(text).lower().split())
+
 def t1_training_ids(task: str, config: Config | None = None, seed: int = 0) -> set:
     "Query ids a T1 head of `seed` trains (and early-stops) on: `train_head`'s draw of max_pool // 2 held-out rows."
     return set(t1_train_queries(task, config, seed)['query_id'])
@@ -62,10 +66,13 @@ def candidate_pool(task: str, config: Config | None = None, seeds: Sequence[int]
             used[f'seed {s} {part}'] = set(b.loc[b['split'] == part, 'query_id'])
     used['outcome table (collected, any split)'] = _outcome_table_ids(task, config)
     for s in t1_seeds: used[f'T1 head seed {s} training'] = t1_training_ids(task, config, s)
-    ids = pool['query_id']
+    ids, taken = pool['query_id'], set().union(*used.values())
     report = CandidateReport(task, len(pool), len(test_ids),
                              {reason: int(ids.isin(s).sum()) for reason, s in used.items()})
-    out = pool[~ids.isin(set().union(*used.values()))].reset_index(drop=True)
+    texts = set(full.loc[full['query_id'].isin(taken), 'text'].map(normalized_text))   # a same-text twin leaks too
+    twin = pool['text'].map(normalized_text).isin(texts) & ~ids.isin(taken)
+    report.excluded['same text as a used query (not used itself)'] = int(twin.sum())
+    out = pool[~ids.isin(taken) & ~twin].reset_index(drop=True)
     report.candidates = len(out)
     if out.empty:
         report.note = (f"no candidates for {task}: all {len(pool)} pool rows are used by router training / "

@@ -5,7 +5,7 @@
 # %% ../nbs/41_fairness.ipynb #fa410004
 from __future__ import annotations
 
-import json, math, warnings
+import json, warnings
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
@@ -269,7 +269,8 @@ def wilson(k, n, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
         p = k / n
         centre = (p + z * z / (2 * n)) / (1 + z * z / n)
         half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+    lo, hi = np.where(k == 0, 0.0, centre - half), np.where(k == n, 1.0, centre + half)   # exact ends, no rounding dust
+    return np.clip(lo, 0, 1), np.clip(hi, 0, 1)
 
 def _segment_of(d: pd.DataFrame, outcomes: pd.DataFrame, segments) -> np.ndarray:
     "One label per decision row: a column of the decisions or outcomes, or a mapping query_id -> label."
