@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .confidence import minilm_embeddings
-from .core import Config, load_config, seed_everything
+from .core import Config, load_config, seed_everything, unit_rows
 from .encoder import torch_threads
 from .router import Router, RouterSpec, task_key
 from .router_train import RouterData, build_spec, register_router, training_embeddings
@@ -29,10 +29,7 @@ def _check_int(name: str, value, low: int = 1) -> int:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     return int(value)
 
-def _unit(X) -> np.ndarray:
-    "Rows scaled to unit length (cosine similarity = dot product)."
-    X = np.asarray(X, dtype=np.float32)
-    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+def _unit(X) -> np.ndarray: return unit_rows(X, np.float32)   # cosine similarity = dot product
 
 class EmbeddingRouter(Router):
     "Base of the baselines: features are the MiniLM embeddings of the prefix-stripped text, as the difficulty-aware router sees it."

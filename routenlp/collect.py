@@ -21,7 +21,7 @@ from .tiers import Response, Tier, TierRequest
 
 # %% auto #0
 __all__ = ['COPY_MIN_CHARS', 'TRANSPORT_FAILURES', 'collection_config', 'collection_queries', 'pointer_for_copied',
-           'resolve_output', 'score_responses', 'outcome_rows', 'enterprise_table_path', 'read_partial',
+           'resolve_output', 'score_responses', 'outcome_rows', 'enterprise_table_path', 'read_partial', 'atomic_write',
            'write_partial', 'CollectionAborted', 'table_lock', 'CollectionReport', 'collect']
 
 # %% ../nbs/23_collect.ipynb #750144dc
@@ -106,7 +106,8 @@ def read_partial(path: Path) -> tuple[pd.DataFrame, dict]:
     manifest = json.loads(manifest_path(path).read_text()) if manifest_path(path).exists() else {}
     return validate_outcomes(pd.read_parquet(path)), manifest
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    "`write(tmp)` to a temporary file beside `path`, then rename it onto `path`: a reader never sees half a file."
     tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
     write(tmp); os.replace(tmp, path)
 
@@ -114,8 +115,8 @@ def write_partial(path: Path, table: pd.DataFrame, manifest: dict) -> None:
     "Atomically replace the table, then its manifest."
     path.parent.mkdir(parents=True, exist_ok=True)
     table = validate_outcomes(table)
-    _atomic_write(path, lambda p: table.to_parquet(p, index=False))
-    _atomic_write(manifest_path(path), lambda p: p.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + '\n'))
+    atomic_write(path, lambda p: table.to_parquet(p, index=False))
+    atomic_write(manifest_path(path), lambda p: p.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + '\n'))
 
 # %% ../nbs/23_collect.ipynb #0a7f252b
 class CollectionAborted(RuntimeError):

@@ -5,18 +5,18 @@
 # %% ../nbs/39_coopt.ipynb #c0a00003
 from __future__ import annotations
 
-import copy, dataclasses, json, os, time
+import copy, dataclasses, json, time
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .collect import outcome_rows
+from .collect import atomic_write, outcome_rows
 from .confidence import minilm_embeddings
 from fastcore.basics import patch_to
 
-from .core import Config, Registry, load_config, stable_hash
+from .core import Config, Registry, load_config, stable_hash, unit_rows
 from .data import get_task
 from .distill_data import (STRATEGIES, DistillationDataGenerator, as_training_queries, chosen_clusters,
                                    cluster_members)
@@ -64,8 +64,7 @@ def t1_outcomes(task: str, folder: Path, queries: pd.DataFrame, config: Config) 
                                    for q, t, m in zip(queries['query_id'], queries['text'], queries['meta'])])
     finally: tier.close()
     rows = outcome_rows(task, tc.name, tc.model or tc.name, queries.reset_index(drop=True), responses, config)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    rows.to_parquet(tmp, index=False); os.replace(tmp, path)
+    atomic_write(path, lambda p: rows.to_parquet(p, index=False))
     return rows
 
 def with_tier_rows(outcomes: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
@@ -112,8 +111,7 @@ def neighbourhood(analyzer: FailureAnalyzer, task: str, test: pd.DataFrame, k: i
     chosen = chosen_clusters(analyzer, task, None, k)
     if chosen.empty or test.empty: return []
     C = np.concatenate(cluster_members(analyzer, task, chosen))   # unit rows
-    E = np.asarray((embed or (lambda t: minilm_embeddings(t, config)))(test['text'].tolist()), float)
-    E = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
+    E = unit_rows((embed or (lambda t: minilm_embeddings(t, config)))(test['text'].tolist()))
     near = np.argsort(-(E @ C.T), axis=0, kind='stable')[:m]
     return sorted(test['query_id'].iloc[np.unique(near)].tolist())
 
@@ -144,6 +142,7 @@ class CoOptLoop:
         self.log_path, self.say = (Path(log_path) if log_path else None), (log or (lambda s: None))
         self.added = {t: None for t in self.tasks}
         self.heads, self.runs, self.history, self.records, self.iteration = {}, {}, [], [], -1
+        self.t1, self.tables = t1_tier_config(self.config).name, {}   # tables: task -> (queries, stored outcomes), read once
 
     def _state(self, tasks: Sequence[str], seconds: dict) -> dict:
         "Re-collect T1 for `tasks` with their current heads, rebuild their runs, refit the router on all runs."
@@ -151,8 +150,10 @@ class CoOptLoop:
             t0 = time.perf_counter()
             self.heads[task] = head_for(task, self.added[task], self.config, self.head_seed, self.say)
             seconds.setdefault('train_t1', 0.0); seconds['train_t1'] += time.perf_counter() - t0; t0 = time.perf_counter()
-            queries = load_queries('enterprise', task, seed=self.seed, config=self.config)
-            base = load_outcomes('enterprise', task, seed=self.seed, config=self.config)
+            if task not in self.tables:
+                self.tables[task] = (load_queries('enterprise', task, seed=self.seed, config=self.config),
+                                     load_outcomes('enterprise', task, seed=self.seed, config=self.config))
+            queries, base = self.tables[task]
             rows = t1_outcomes(task, self.heads[task], queries[queries['query_id'].isin(set(base['query_id']))], self.config)
             self.runs[task] = prepare_run('enterprise', task, self.seed, self.config, outcomes=with_tier_rows(base, rows))
             seconds.setdefault('recollect_t1', 0.0); seconds['recollect_t1'] += time.perf_counter() - t0
@@ -186,7 +187,7 @@ def _evaluate(self, iteration: int, seconds: dict, extra: dict | None = None, de
         added = self.added[task]
         rows.append({'seed': self.seed, 'strategy': self.strategy, 'iteration': iteration, 'task': task,
                      'added': 0 if added is None else len(added), **(extra or {}).get(task, {}),
-                     **state_metrics(run, served_decisions(run, self.system, self.alpha, self.router)),
+                     **state_metrics(run, served_decisions(run, self.system, self.alpha, self.router), self.t1),
                      'seconds': round(sum(seconds.values()), 2)})
     self.history += rows
     self._log(iteration, rows, seconds, details)
@@ -227,7 +228,7 @@ def _distil(self, seconds: dict) -> tuple[dict, dict]:
         t0 = time.perf_counter()
         test = self.runs[task].queries[self.runs[task].queries['split'] == 'test']
         near = neighbourhood(analyzer, task, test, self.k, self.neighbours, self.config)
-        before = _t1_on(self.runs[task], near)
+        before = _t1_on(self.runs[task], near, self.t1)
         seconds['neighbourhood'] = seconds.get('neighbourhood', 0.0) + time.perf_counter() - t0; t0 = time.perf_counter()
         taken = [] if self.added[task] is None else self.added[task]['query_id']
         new = self.generator.generate(task, analyzer, k=self.k, exclude=taken)
@@ -257,7 +258,7 @@ def step(self) -> list[dict]:
     extra, details = self._distil(seconds)
     self._state(self.tasks, seconds)
     for task, e in extra.items():
-        e['nbhd_after'] = _t1_on(self.runs[task], e.pop('nbhd_ids'))
+        e['nbhd_after'] = _t1_on(self.runs[task], e.pop('nbhd_ids'), self.t1)
     self.iteration = it
     return self._evaluate(it, seconds, extra, details)
 

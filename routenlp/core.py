@@ -19,8 +19,8 @@ __all__ = ['DEFAULT_CONFIG_PATH', 'CONFIG_ENV_VAR', 'CONFIG_CHECKS', 'DATA_ENV_V
            'RouterConfig', 'CascadeConfig', 'LatencyModel', 'EvaluationConfig', 'Config', 'ConfigError', 'Registry',
            'config_check', 'validate_config', 'load_config', 'DataDirError', 'resolve_data_dir', 'data_path',
            'cache_dir', 'minilm_path', 'minilm_tokenizer', 'raw_tokenizer', 'seed_everything', 'file_sha256',
-           'stable_hash', 'rng', 'hash_test_split', 'fixed_subsample', 'pool_split', 'config_hash', 'git_revision',
-           'provenance', 'provenance_line']
+           'stable_hash', 'rng', 'unit_rows', 'hash_test_split', 'fixed_subsample', 'pool_split', 'config_hash',
+           'git_revision', 'provenance', 'provenance_line']
 
 # %% ../nbs/00_core.ipynb #0b5eaf46
 def _settings_root(start: Path) -> Path | None:
@@ -384,6 +384,11 @@ def stable_hash(*parts) -> int:
 def rng(seed: int, *salt) -> np.random.Generator:
     "A NumPy generator for `seed`, independent per `salt`."
     return np.random.default_rng([seed, stable_hash(*salt) if salt else 0])
+
+def unit_rows(X, dtype=np.float64) -> np.ndarray:
+    "`X` (rows on the last axis) scaled to unit length, so that cosine similarity is a dot product; zero rows stay 0."
+    X = np.asarray(X, dtype=dtype)
+    return X / np.maximum(np.linalg.norm(X, axis=-1, keepdims=True), 1e-12)
 
 # %% ../nbs/00_core.ipynb #b794d599
 def _unit_hash(ids, *salt) -> np.ndarray:

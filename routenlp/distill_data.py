@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .confidence import minilm_embeddings
-from .core import Config, Registry, load_config, rng
+from .core import Config, Registry, load_config, rng, unit_rows
 from .data import get_task, load_benchmark, load_task_queries
 from .failures import LABELS_TEACHER, FailureAnalyzer
 from .outcomes import SUITES, decode_value
@@ -127,16 +127,12 @@ def allocate(budget: int, scores: Sequence[float]) -> np.ndarray:
     out[np.argsort(-(raw - out), kind='stable')[:budget - out.sum()]] += 1
     return out
 
-def _unit(X) -> np.ndarray:
-    X = np.asarray(X, float)
-    return X / np.maximum(np.linalg.norm(X, axis=-1, keepdims=True), 1e-12)
-
 def pick_targeted(E: np.ndarray, anchors, asked: Sequence[int]) -> tuple[list, list, list]:
     """Per cluster (in order) `asked[j]` rows of `E` not taken yet, round-robin over its anchors (each its nearest, cosine).
     `anchors`: one (m_j, d) array per cluster, or a (k, d) array (one anchor each). (rows, cluster index, distance to
     the nearest anchor of the cluster) each."""
-    E = _unit(E)
-    groups = [_unit(a)[None, :] if np.ndim(a) == 1 else _unit(a) for a in anchors]
+    E = unit_rows(E)
+    groups = [unit_rows(a)[None, :] if np.ndim(a) == 1 else unit_rows(a) for a in anchors]
     free, rows, which, dist = np.ones(len(E), bool), [], [], []
     for j, (A, n) in enumerate(zip(groups, asked)):
         S = E @ A.T                                           # (candidates, anchors)
@@ -196,7 +192,7 @@ STRATEGIES = Registry('distillation strategy')   # name -> (generator, task, can
 
 def _near_failures(E, analyzer, task, chosen) -> np.ndarray:
     "Cosine distance of each row of `E` to the nearest failure of the `chosen` clusters."
-    return 1.0 - (_unit(E) @ np.concatenate(cluster_members(analyzer, task, chosen)).T).max(axis=1)
+    return 1.0 - (unit_rows(E) @ np.concatenate(cluster_members(analyzer, task, chosen)).T).max(axis=1)
 
 def _targeted(gen, task, cand, analyzer, clusters, k, anchors=cluster_members) -> tuple[list, list, list, list]:
     "Candidates nearest each chosen cluster's `anchors` (its failures, or its centroid); the budget split by cluster score."

@@ -16,7 +16,7 @@ from fastcore.basics import patch
 
 from .compare import reference_tier
 from .confidence import minilm_embeddings
-from .core import Config, Registry
+from .core import Config, Registry, unit_rows
 from .evaluation import TaskRun, as_decisions, tier_matrix
 
 # %% auto #0
@@ -131,7 +131,7 @@ class FailureAnalyzer:
         if df['gap'].isna().any(): raise ValueError("quality gaps must not be NaN")
         X = np.asarray(self.embed(df['text'].tolist()) if embeddings is None else embeddings, np.float32)
         if len(X) != len(df): raise ValueError(f"{len(X)} embeddings for {len(df)} failures")
-        X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+        X = unit_rows(X, np.float32)
         labels, next_id = np.full(len(df), -1), 0
         for task in sorted(df['task'].unique()):
             rows = np.flatnonzero(df['task'].to_numpy() == task)

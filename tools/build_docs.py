@@ -2,8 +2,8 @@
 
 Strict mode turns every mkdocs warning into a failure: a broken link, a nav entry without its page, a docstring
 mkdocstrings cannot render. After a successful build, `site/.build.json` records a hash of every input (notebooks,
-package sources, README, docs/, mkdocs.yml, the hooks) so that tests/test_docs.py reuses a build of exactly these
-inputs and rebuilds otherwise (`--if-stale` does the same here).
+package sources, README, docs/, mkdocs.yml, the hooks, the tables and figures the Results pages show) so that
+tests/test_docs.py reuses a build of exactly these inputs and rebuilds otherwise (`--if-stale` does the same here).
 
     python tools/build_docs.py [--if-stale] [--site-dir site]
 """
@@ -11,7 +11,8 @@ import argparse, hashlib, json, os, subprocess, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-INPUTS = ('nbs/*.ipynb', 'routenlp/**/*.py', 'README.md', 'docs/**/*', 'mkdocs.yml', 'tools/docs_hooks.py')
+INPUTS = ('nbs/*.ipynb', 'routenlp/**/*.py', 'README.md', 'docs/**/*', 'mkdocs.yml', 'tools/docs_hooks.py',
+          'papers/tables/*.md', 'figures/*.png')   # the Results pages show these
 STAMP = '.build.json'
 
 
